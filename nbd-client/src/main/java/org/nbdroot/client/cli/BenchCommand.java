@@ -1,0 +1,154 @@
+package org.nbdroot.client.cli;
+
+import java.time.Duration;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+import java.util.concurrent.TimeUnit;
+import org.nbdroot.client.bench.BenchConfig;
+import org.nbdroot.client.bench.BenchConfig.Workload;
+import org.nbdroot.client.bench.BenchResult;
+import org.nbdroot.client.bench.Benchmark;
+import org.nbdroot.proto.ExportInfo;
+import org.nbdroot.proto.session.NbdSession;
+import org.nbdroot.proto.session.SessionOptions;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+/** {@code nbd-client bench}: a fio-like load through the engine. */
+@Command(name = "bench", mixinStandardHelpOptions = true,
+        description = "Load an export like fio does and report IOPS, throughput and latency percentiles.")
+final class BenchCommand implements Callable<Integer> {
+    @Mixin
+    ServerTarget target;
+
+    @Mixin
+    ConnectionOptions connection;
+
+    @Option(names = "--rw", required = true, paramLabel = "read|write|randread|randwrite", description = "Access pattern.")
+    String rw;
+
+    @Option(names = "--bs", defaultValue = "4k", converter = SizeConverter.class, paramLabel = "SIZE",
+            description = "Bytes per request (4096, 4k, 1M); default ${DEFAULT-VALUE}.")
+    long blockSize;
+
+    @Option(names = "--iodepth", defaultValue = "32", paramLabel = "N", description = "Requests outstanding; default ${DEFAULT-VALUE}.")
+    int iodepth;
+
+    @Option(names = "--runtime", defaultValue = "10", paramLabel = "SECONDS", description = "Duration; default ${DEFAULT-VALUE} s.")
+    double runtimeSeconds;
+
+    @Option(names = "--size", converter = SizeConverter.class, paramLabel = "SIZE",
+            description = "Use only this many bytes from the start of the export (default: all of it).")
+    Long span;
+
+    @Option(names = "--verify", description = "Write a checkable pattern and check every block read back; mismatches count as errors.")
+    boolean verify;
+
+    @Option(names = "--seed", defaultValue = "1", description = "Seed of the verify pattern; default ${DEFAULT-VALUE}.")
+    long seed;
+
+    @Option(names = "--threads", defaultValue = "0", paramLabel = "N",
+            description = "Event loop threads (default: one per connection, at most the number of CPUs).")
+    int threads;
+
+    @Option(names = "--json", description = "Print one JSON object.")
+    boolean json;
+
+    @Spec
+    CommandSpec spec;
+
+    @Override
+    public Integer call() throws Exception {
+        Workload workload;
+        try {
+            workload = Workload.valueOf(rw.toUpperCase(Locale.ROOT));
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("--rw must be read, write, randread or randwrite, not '" + rw + "'");
+        }
+        if (blockSize <= 0 || blockSize > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("--bs must be between 1 byte and 2 GiB");
+        }
+        if (iodepth < 1 || runtimeSeconds <= 0) {
+            throw new IllegalArgumentException("--iodepth and --runtime must be positive");
+        }
+        if (verify && blockSize % 8 != 0) {
+            throw new IllegalArgumentException("--verify needs --bs to be a multiple of 8");
+        }
+        SessionOptions options = connection.sessionOptions();
+        int loops = threads > 0 ? threads : Math.min(options.connections(), Runtime.getRuntime().availableProcessors());
+        BenchResult result;
+        try (Engine engine = new Engine(loops, options)) {
+            NbdSession session = engine.open(target.uri(), options);
+            try {
+                ExportInfo export = session.export();
+                long usable = span == null ? export.size() : Math.min(span, export.size());
+                if (usable < blockSize) {
+                    throw new IllegalArgumentException("the span of " + usable + " bytes is smaller than --bs " + blockSize);
+                }
+                if (blockSize % export.blockSize().minimum() != 0) {
+                    throw new IllegalArgumentException("--bs " + blockSize + " is not a multiple of the export's minimum block size "
+                            + export.blockSize().minimum());
+                }
+                if (options.connections() > 1 && session.connectionCount() == 1) {
+                    spec.commandLine().getErr().println("nbd-client: the server does not allow several connections "
+                            + "(no can_multi_conn flag): using one");
+                }
+                BenchConfig config = new BenchConfig(workload, (int) blockSize, iodepth,
+                        Duration.ofNanos((long) (runtimeSeconds * 1e9)), usable - usable % blockSize, verify, seed);
+                result = new Benchmark(session, config).run();
+            } finally {
+                session.disconnect().get(5, TimeUnit.SECONDS);
+            }
+        }
+        var out = spec.commandLine().getOut();
+        out.println(json ? Json.write(toJson(result)) : toText(result));
+        out.flush();
+        if (result.stopReason() != null) {
+            spec.commandLine().getErr().println("nbd-client: bench stopped early: " + result.stopReason());
+        }
+        return result.errors() == 0 ? 0 : NbdClientCommand.EXIT_FAILURE;
+    }
+
+    static java.util.Map<String, Object> toJson(BenchResult r) {
+        var o = Json.object();
+        o.put("rw", r.config().workload().displayName());
+        o.put("bs", r.config().blockSize());
+        o.put("iodepth", r.config().iodepth());
+        o.put("connections", r.connections());
+        o.put("runtime_s", r.seconds());
+        o.put("ios", r.ios());
+        o.put("iops", r.iops());
+        o.put("bytes_per_second", r.bytesPerSecond());
+        o.put("errors", r.errors());
+        o.put("verify", r.config().verify());
+        o.put("verify_failures", r.verifyFailures());
+        o.put("verified_blocks", r.verifiedBlocks());
+        o.put("p50_us", r.percentileMicros(50));
+        o.put("p90_us", r.percentileMicros(90));
+        o.put("p99_us", r.percentileMicros(99));
+        o.put("p999_us", r.percentileMicros(99.9));
+        o.put("max_us", r.latency().max() / 1000);
+        o.put("stop_reason", r.stopReason());
+        return o;
+    }
+
+    static String toText(BenchResult r) {
+        BenchConfig c = r.config();
+        StringBuilder s = new StringBuilder();
+        s.append(String.format(Locale.ROOT, "%s: bs=%d iodepth=%d connections=%d runtime=%.1fs%n",
+                c.workload().displayName(), c.blockSize(), c.iodepth(), r.connections(), r.seconds()));
+        s.append(String.format(Locale.ROOT, "  iops: %.0f   throughput: %.1f MiB/s (%.1f MB/s)%n",
+                r.iops(), r.bytesPerSecond() / (1 << 20), r.bytesPerSecond() / 1e6));
+        s.append(String.format(Locale.ROOT, "  latency (us): p50 %d   p90 %d   p99 %d   p99.9 %d   max %d%n",
+                r.percentileMicros(50), r.percentileMicros(90), r.percentileMicros(99), r.percentileMicros(99.9),
+                r.latency().max() / 1000));
+        s.append("  errors: ").append(r.errors());
+        if (c.verify()) {
+            s.append("   verified blocks: ").append(r.verifiedBlocks()).append("   verify failures: ").append(r.verifyFailures());
+        }
+        return s.toString();
+    }
+}

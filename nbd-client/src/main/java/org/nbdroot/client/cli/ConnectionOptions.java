@@ -1,0 +1,25 @@
+package org.nbdroot.client.cli;
+
+import java.time.Duration;
+import org.nbdroot.proto.session.SessionOptions;
+import picocli.CommandLine.Option;
+
+/** How to connect, shared by the commands that open an export. */
+public final class ConnectionOptions {
+    @Option(names = "--connections", paramLabel = "N", defaultValue = "1",
+            description = "Connections to open when the server allows several (CAN_MULTI_CONN); default ${DEFAULT-VALUE}.")
+    int connections;
+
+    @Option(names = "--no-structured-replies", description = "Do not negotiate structured replies (nor meta contexts).")
+    boolean noStructuredReplies;
+
+    @Option(names = "--connect-timeout", paramLabel = "SECONDS", defaultValue = "10",
+            description = "Give up connecting after this long; default ${DEFAULT-VALUE} s.")
+    int connectTimeoutSeconds;
+
+    public SessionOptions sessionOptions() {
+        SessionOptions d = SessionOptions.DEFAULT;
+        return new SessionOptions(connections, !noStructuredReplies, d.metaContexts(),
+                Duration.ofSeconds(connectTimeoutSeconds), d.handshakeTimeout());
+    }
+}

@@ -1,0 +1,71 @@
+package org.nbdroot.client.cli;
+
+import java.io.PrintStream;
+import java.io.PrintWriter;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.ExecutionException;
+import org.nbdroot.proto.NbdException;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+/** The {@code nbd-client} command line: its subcommands and how failures become exit codes. */
+@Command(name = "nbd-client",
+        mixinStandardHelpOptions = true,
+        versionProvider = NbdClientCommand.Version.class,
+        description = "A userland NBD client: inspect and load exports, serve them as block devices.",
+        subcommands = {ListCommand.class, InfoCommand.class, BenchCommand.class})
+public final class NbdClientCommand implements Runnable {
+    /** Exit status when the work failed (unreachable server, refused option, protocol violation). */
+    public static final int EXIT_FAILURE = 1;
+    /** Exit status for a command line that does not parse. */
+    public static final int EXIT_USAGE = 2;
+
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    @Override
+    public void run() {
+        throw new CommandLine.ParameterException(spec.commandLine(), "missing command (try --help)");
+    }
+
+    /** Runs the command line and returns the exit status; every failure is one line on {@code err}. */
+    public static int run(String[] args, PrintStream out, PrintStream err) {
+        CommandLine cli = new CommandLine(new NbdClientCommand());
+        cli.setOut(new PrintWriter(out, true));
+        cli.setErr(new PrintWriter(err, true));
+        cli.setExitCodeExceptionMapper(e -> EXIT_FAILURE);
+        cli.setParameterExceptionHandler((e, a) -> {
+            e.getCommandLine().getErr().println("nbd-client: " + e.getMessage());
+            e.getCommandLine().getErr().println("Try '" + e.getCommandLine().getCommandSpec().qualifiedName() + " --help'.");
+            return EXIT_USAGE;
+        });
+        cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
+            commandLine.getErr().println("nbd-client: " + message(e));
+            if (Boolean.getBoolean("nbd.debug")) {
+                e.printStackTrace(commandLine.getErr());
+            }
+            return e instanceof IllegalArgumentException ? EXIT_USAGE : EXIT_FAILURE;
+        });
+        return cli.execute(args);
+    }
+
+    /** A failure as one line: the engine's own messages are written for users already. */
+    static String message(Throwable e) {
+        Throwable t = e;
+        while ((t instanceof CompletionException || t instanceof ExecutionException) && t.getCause() != null) {
+            t = t.getCause();
+        }
+        if (t instanceof NbdException || t instanceof IllegalArgumentException) {
+            return t.getMessage();
+        }
+        return t.getMessage() == null ? t.toString() : t.getClass().getSimpleName() + ": " + t.getMessage();
+    }
+
+    static final class Version implements CommandLine.IVersionProvider {
+        @Override
+        public String[] getVersion() {
+            String v = NbdClientCommand.class.getPackage().getImplementationVersion();
+            return new String[] {"nbd-client " + (v == null ? "(development build)" : v)};
+        }
+    }
+}

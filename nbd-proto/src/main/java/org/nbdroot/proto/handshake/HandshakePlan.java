@@ -1,0 +1,57 @@
+package org.nbdroot.proto.handshake;
+
+import java.time.Duration;
+import java.util.List;
+import org.nbdroot.proto.wire.NbdConstants;
+
+/**
+ * What a handshake should achieve.
+ *
+ * @param goal              enter transmission on an export, or list the server's exports
+ * @param exportName        the export to open ("" is the server's default export)
+ * @param structuredReplies ask for structured replies (needed for meta contexts and sparse reads)
+ * @param metaContexts      meta contexts to set, e.g. {@code base:allocation}
+ * @param listMetaContexts  also ask which meta contexts the server offers
+ * @param timeout           the whole handshake must finish within this
+ */
+public record HandshakePlan(
+        Goal goal,
+        String exportName,
+        boolean structuredReplies,
+        List<String> metaContexts,
+        boolean listMetaContexts,
+        Duration timeout) {
+
+    public enum Goal { TRANSMISSION, LIST_EXPORTS }
+
+    public static final Duration DEFAULT_TIMEOUT = Duration.ofSeconds(30);
+
+    public HandshakePlan {
+        metaContexts = List.copyOf(metaContexts);
+    }
+
+    public static HandshakePlan transmission(String exportName) {
+        return new HandshakePlan(Goal.TRANSMISSION, exportName, true,
+                List.of(NbdConstants.BASE_ALLOCATION), false, DEFAULT_TIMEOUT);
+    }
+
+    public static HandshakePlan listExports() {
+        return new HandshakePlan(Goal.LIST_EXPORTS, "", false, List.of(), false, DEFAULT_TIMEOUT);
+    }
+
+    public HandshakePlan withStructuredReplies(boolean on) {
+        return new HandshakePlan(goal, exportName, on, metaContexts, listMetaContexts, timeout);
+    }
+
+    public HandshakePlan withMetaContexts(List<String> contexts) {
+        return new HandshakePlan(goal, exportName, structuredReplies, contexts, listMetaContexts, timeout);
+    }
+
+    public HandshakePlan withListMetaContexts(boolean on) {
+        return new HandshakePlan(goal, exportName, structuredReplies, metaContexts, on, timeout);
+    }
+
+    public HandshakePlan withTimeout(Duration t) {
+        return new HandshakePlan(goal, exportName, structuredReplies, metaContexts, listMetaContexts, t);
+    }
+}

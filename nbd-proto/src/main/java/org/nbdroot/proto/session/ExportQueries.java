@@ -1,0 +1,39 @@
+package org.nbdroot.proto.session;
+
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import org.nbdroot.proto.ExportInfo;
+import org.nbdroot.proto.ExportListing;
+import org.nbdroot.proto.handshake.HandshakePlan;
+import org.nbdroot.proto.transport.NbdConnector;
+import org.nbdroot.proto.transport.NbdEndpoint;
+import org.nbdroot.proto.transport.NbdUri;
+
+/** One-shot questions to a server: which exports it has, and what one export is like. */
+public final class ExportQueries {
+    private ExportQueries() {}
+
+    /** An export as the handshake described it, and the meta contexts the server offers for it. */
+    public record ExportDetails(ExportInfo export, List<String> availableMetaContexts) {}
+
+    /** The server's exports ({@code NBD_OPT_LIST}). */
+    public static CompletableFuture<List<ExportListing>> list(NbdConnector connector, NbdEndpoint endpoint,
+            SessionOptions options) {
+        HandshakePlan plan = HandshakePlan.listExports().withTimeout(options.handshakeTimeout());
+        return connector.connect(endpoint, plan, (ctx, result) -> null, result -> result.exports());
+    }
+
+    /**
+     * Opens the export as a session would (so the answer is what a session gets), asks for
+     * the available meta contexts too, then disconnects cleanly.
+     */
+    public static CompletableFuture<ExportDetails> inspect(NbdConnector connector, NbdUri uri, SessionOptions options) {
+        HandshakePlan plan = options.plan(uri.exportName()).withListMetaContexts(options.structuredReplies());
+        return connector.connect(uri.endpoint(), plan, (ctx, result) -> {
+            NbdConnection connection = new NbdConnection(ctx.channel(), result.export());
+            ctx.pipeline().addLast(connection);
+            connection.disconnect();
+            return new ExportDetails(result.export(), result.availableMetaContexts());
+        }, result -> null);
+    }
+}

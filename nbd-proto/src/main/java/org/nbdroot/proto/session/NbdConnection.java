@@ -1,0 +1,428 @@
+package org.nbdroot.proto.session;
+
+import static java.nio.charset.StandardCharsets.UTF_8;
+
+import io.netty.buffer.ByteBuf;
+import io.netty.channel.Channel;
+import io.netty.channel.ChannelFutureListener;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.channel.ChannelInboundHandlerAdapter;
+import io.netty.util.internal.PlatformDependent;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Queue;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.atomic.AtomicBoolean;
+import org.nbdroot.proto.Extent;
+import org.nbdroot.proto.ExportInfo;
+import org.nbdroot.proto.NbdException;
+import org.nbdroot.proto.NbdProtocolException;
+import org.nbdroot.proto.NbdServerErrorException;
+import org.nbdroot.proto.wire.Command;
+import org.nbdroot.proto.wire.NbdConstants;
+import org.nbdroot.proto.wire.Reply;
+import org.nbdroot.proto.wire.RequestEncoder;
+
+/**
+ * One connection in the transmission phase: sends requests, matches replies to them by
+ * handle in any order, and checks every reply against the request it answers.
+ *
+ * <p>Any thread may {@link #submit}; requests go through a queue that the event loop drains
+ * in batches, one flush per batch. Everything else runs on the event loop. When the server
+ * breaks the protocol or the connection drops, every outstanding request fails with the cause
+ * and the channel is closed: nothing is handed up that the server did not properly send.
+ */
+public final class NbdConnection extends ChannelInboundHandlerAdapter {
+    private final Channel channel;
+    private final ExportInfo export;
+    private final InFlightTable inFlight;
+    private final Queue<NbdRequest> submitted = PlatformDependent.newMpscQueue();
+    private final AtomicBoolean drainScheduled = new AtomicBoolean();
+    private final Runnable drain = this::drain;
+    private final CompletableFuture<Void> closed = new CompletableFuture<>();
+    private volatile Throwable failure;
+    private volatile int inFlightEstimate;
+    private boolean disconnecting;
+
+    NbdConnection(Channel channel, ExportInfo export) {
+        this.channel = channel;
+        this.export = export;
+        this.inFlight = new InFlightTable(export.structuredReplies(), export.blockSize().minimum());
+    }
+
+    /** The table the reply decoder consults; the same one this connection fills. */
+    InFlightTable expectations() {
+        return inFlight;
+    }
+
+    public ExportInfo export() {
+        return export;
+    }
+
+    public Channel channel() {
+        return channel;
+    }
+
+    /** Completes when the connection is closed, with its cause if it failed. */
+    public CompletableFuture<Void> closeFuture() {
+        return closed;
+    }
+
+    public boolean isUsable() {
+        return failure == null && channel.isActive();
+    }
+
+    /** Requests awaiting a reply at the last look; a hint for load balancing, read without locking. */
+    int load() {
+        return inFlightEstimate;
+    }
+
+    void submit(NbdRequest request) {
+        Throwable cause = failure;
+        if (cause != null) {
+            fail(request, cause);
+            return;
+        }
+        submitted.add(request);
+        if (drainScheduled.compareAndSet(false, true)) {
+            try {
+                channel.eventLoop().execute(drain);
+            } catch (RejectedExecutionException e) {
+                failEverything(new NbdException("the connection's event loop has shut down"));
+            }
+        }
+    }
+
+    private void drain() {
+        drainScheduled.set(false);
+        ByteBuf headers = null;
+        boolean wrote = false;
+        NbdRequest request;
+        while ((request = submitted.poll()) != null) {
+            if (failure != null || disconnecting) {
+                fail(request, failure != null ? failure : new NbdException("the connection is being closed"));
+                continue;
+            }
+            long handle = inFlight.add(request);
+            if (headers == null) {
+                headers = channel.alloc().directBuffer(RequestEncoder.HEADER_LENGTH * 16);
+            }
+            RequestEncoder.writeHeader(headers, request.command, request.flags, handle, request.offset, request.length);
+            if (request.payload != null) {
+                channel.write(headers, channel.voidPromise());
+                headers = null;
+                ByteBuf payload = request.payload;
+                request.payload = null;
+                channel.write(payload, channel.voidPromise());
+            }
+            wrote = true;
+        }
+        if (headers != null) {
+            if (headers.isReadable()) {
+                channel.write(headers, channel.voidPromise());
+            } else {
+                headers.release();
+            }
+        }
+        inFlightEstimate = inFlight.size();
+        if (wrote) {
+            channel.flush();
+        }
+    }
+
+    @Override
+    public void channelRead(ChannelHandlerContext ctx, Object msg) throws Exception {
+        if (msg instanceof Reply.Simple simple) {
+            onSimpleReply(simple);
+        } else if (msg instanceof Reply.Chunk chunk) {
+            try {
+                onChunk(chunk);
+            } finally {
+                if (chunk.payload() != null) {
+                    chunk.payload().release();
+                }
+            }
+        } else {
+            ctx.fireChannelRead(msg);
+        }
+    }
+
+    private void onSimpleReply(Reply.Simple reply) throws NbdProtocolException {
+        NbdRequest request = inFlight.remove(reply.handle());
+        if (request.coverage != null || request.extents != null || request.serverError != null) {
+            if (reply.payload() != null) {
+                reply.payload().release();
+            }
+            throw new NbdProtocolException("server sent a simple reply to " + request.describe()
+                    + " after structured reply chunks for it");
+        }
+        if (reply.error() != 0) {
+            finish(request, new NbdServerErrorException(reply.error(), request.describe(), null));
+            return;
+        }
+        request.data = reply.payload();
+        finish(request, null);
+    }
+
+    private void onChunk(Reply.Chunk chunk) throws NbdProtocolException {
+        NbdRequest request = inFlight.get(chunk.handle());
+        ByteBuf payload = chunk.payload();
+        int type = chunk.type();
+        switch (type) {
+            case NbdConstants.REPLY_TYPE_NONE -> {
+                if (payload != null || !chunk.isDone()) {
+                    throw new NbdProtocolException("NBD_REPLY_TYPE_NONE for " + request.describe()
+                            + " must be empty and final");
+                }
+            }
+            case NbdConstants.REPLY_TYPE_OFFSET_DATA -> onOffsetData(request, payload);
+            case NbdConstants.REPLY_TYPE_OFFSET_HOLE -> onOffsetHole(request, payload);
+            case NbdConstants.REPLY_TYPE_BLOCK_STATUS -> onBlockStatus(request, payload);
+            default -> {
+                if (!NbdConstants.isErrorReplyType(type)) {
+                    throw new NbdProtocolException(String.format("unknown reply chunk type %d for %s", type,
+                            request.describe()));
+                }
+                onErrorChunk(request, type, payload);
+            }
+        }
+        if (chunk.isDone()) {
+            inFlight.remove(chunk.handle());
+            finish(request, completeness(request));
+        }
+    }
+
+    private void onOffsetData(NbdRequest request, ByteBuf payload) throws NbdProtocolException {
+        if (request.command != Command.READ) {
+            throw new NbdProtocolException("NBD_REPLY_TYPE_OFFSET_DATA answers " + request.describe());
+        }
+        if (payload == null || payload.readableBytes() < 9) {
+            throw new NbdProtocolException("NBD_REPLY_TYPE_OFFSET_DATA for " + request.describe()
+                    + " is shorter than 9 bytes");
+        }
+        long offset = payload.readLong();
+        int length = payload.readableBytes();
+        long start = checkWithin(request, offset, length, "NBD_REPLY_TYPE_OFFSET_DATA");
+        boolean first = request.coverage == null;
+        coverage(request).add(start, start + length, "NBD_REPLY_TYPE_OFFSET_DATA at offset " + offset);
+        if (first && length == request.length) {
+            request.data = payload.retain(); // the whole read in one chunk: hand the slice up as it is
+            return;
+        }
+        readBuffer(request).setBytes((int) start, payload, payload.readerIndex(), length);
+    }
+
+    private void onOffsetHole(NbdRequest request, ByteBuf payload) throws NbdProtocolException {
+        if (request.command != Command.READ) {
+            throw new NbdProtocolException("NBD_REPLY_TYPE_OFFSET_HOLE answers " + request.describe());
+        }
+        if (payload == null || payload.readableBytes() != 12) {
+            throw new NbdProtocolException("NBD_REPLY_TYPE_OFFSET_HOLE for " + request.describe()
+                    + " is not 12 bytes long");
+        }
+        long offset = payload.readLong();
+        long length = payload.readUnsignedInt();
+        if (length == 0) {
+            throw new NbdProtocolException("NBD_REPLY_TYPE_OFFSET_HOLE of length 0 for " + request.describe());
+        }
+        long start = checkWithin(request, offset, length, "NBD_REPLY_TYPE_OFFSET_HOLE");
+        coverage(request).add(start, start + length, "NBD_REPLY_TYPE_OFFSET_HOLE at offset " + offset);
+        readBuffer(request).setZero((int) start, (int) length);
+    }
+
+    private static long checkWithin(NbdRequest request, long offset, long length, String what)
+            throws NbdProtocolException {
+        long start = offset - request.offset;
+        if (start < 0 || start + length > request.length) {
+            throw new NbdProtocolException(String.format("%s covers [%d, %d), outside %s", what, offset,
+                    offset + length, request.describe()));
+        }
+        return start;
+    }
+
+    private static ReadCoverage coverage(NbdRequest request) {
+        if (request.coverage == null) {
+            request.coverage = new ReadCoverage();
+        }
+        return request.coverage;
+    }
+
+    /** The buffer a READ's chunks are assembled in; coverage checks guarantee every byte gets written. */
+    private ByteBuf readBuffer(NbdRequest request) {
+        if (request.data == null) {
+            request.data = channel.alloc().directBuffer(request.length, request.length).writerIndex(request.length);
+        }
+        return request.data;
+    }
+
+    private void onBlockStatus(NbdRequest request, ByteBuf payload) throws NbdProtocolException {
+        if (request.command != Command.BLOCK_STATUS) {
+            throw new NbdProtocolException("NBD_REPLY_TYPE_BLOCK_STATUS answers " + request.describe());
+        }
+        if (payload == null || payload.readableBytes() < 12 || (payload.readableBytes() - 4) % 8 != 0) {
+            throw new NbdProtocolException("NBD_REPLY_TYPE_BLOCK_STATUS for " + request.describe()
+                    + " is not a context id followed by whole extents");
+        }
+        int contextId = payload.readInt();
+        if (!export.metaContexts().containsKey(contextId)) {
+            throw new NbdProtocolException("NBD_REPLY_TYPE_BLOCK_STATUS names meta context id " + contextId
+                    + ", which was not negotiated");
+        }
+        if (contextId != request.metaContextId) {
+            return; // a context we did not ask about in this request
+        }
+        if (request.extents != null) {
+            throw new NbdProtocolException("two NBD_REPLY_TYPE_BLOCK_STATUS chunks for one context in "
+                    + request.describe());
+        }
+        List<Extent> extents = new ArrayList<>(payload.readableBytes() / 8);
+        long position = request.offset;
+        long end = request.offset + request.length;
+        while (payload.isReadable() && position < end) {
+            long length = payload.readUnsignedInt();
+            int flags = payload.readInt();
+            if (length == 0) {
+                throw new NbdProtocolException("block status extent of length 0 in the reply to " + request.describe());
+            }
+            long clipped = Math.min(length, end - position); // the last extent may run past the request
+            extents.add(new Extent(position, clipped, flags));
+            position += clipped;
+        }
+        request.extents = extents;
+    }
+
+    private void onErrorChunk(NbdRequest request, int type, ByteBuf payload) throws NbdProtocolException {
+        if (payload == null || payload.readableBytes() < 6) {
+            throw new NbdProtocolException("error chunk for " + request.describe() + " is shorter than 6 bytes");
+        }
+        int error = payload.readInt();
+        int messageLength = payload.readUnsignedShort();
+        if (error == 0) {
+            throw new NbdProtocolException("error chunk with error value 0 for " + request.describe());
+        }
+        if (messageLength > payload.readableBytes()) {
+            throw new NbdProtocolException(String.format("error chunk message of %d bytes in a %d-byte chunk for %s",
+                    messageLength, payload.readableBytes() + 6, request.describe()));
+        }
+        String message = payload.readCharSequence(messageLength, UTF_8).toString();
+        String what = request.describe();
+        if (type == NbdConstants.REPLY_TYPE_ERROR_OFFSET) {
+            if (payload.readableBytes() != 8) {
+                throw new NbdProtocolException("NBD_REPLY_TYPE_ERROR_OFFSET for " + request.describe()
+                        + " lacks its 8-byte offset");
+            }
+            long offset = payload.readLong();
+            checkWithin(request, offset, 1, "NBD_REPLY_TYPE_ERROR_OFFSET");
+            what += " (at offset " + offset + ")";
+        }
+        if (request.serverError == null) {
+            request.serverError = new NbdServerErrorException(error, what, message);
+        }
+    }
+
+    /** Why a finished request failed, or null when its reply is complete and valid. */
+    private static Throwable completeness(NbdRequest request) throws NbdProtocolException {
+        if (request.serverError != null) {
+            return request.serverError;
+        }
+        if (request.command == Command.READ) {
+            long covered = request.coverage == null ? 0 : request.coverage.covered();
+            if (covered != request.length) {
+                throw new NbdProtocolException(String.format(
+                        "server ended the reply to %s after sending only %d of its bytes", request.describe(), covered));
+            }
+        }
+        if (request.command == Command.BLOCK_STATUS && request.extents == null) {
+            throw new NbdProtocolException("server ended the reply to " + request.describe()
+                    + " without reporting any extent");
+        }
+        return null;
+    }
+
+    private void finish(NbdRequest request, Throwable failure) {
+        inFlightEstimate = inFlight.size();
+        if (failure != null) {
+            fail(request, failure);
+        } else {
+            request.completion.complete(request, null);
+        }
+        if (disconnecting && inFlight.isEmpty()) {
+            sendDisconnect();
+        }
+    }
+
+    private static void fail(NbdRequest request, Throwable cause) {
+        request.releaseBuffers();
+        request.completion.complete(request, cause);
+    }
+
+    /**
+     * Waits for every outstanding reply, then sends NBD_CMD_DISC and closes. Requests
+     * submitted after this fail.
+     */
+    public CompletableFuture<Void> disconnect() {
+        channel.eventLoop().execute(() -> {
+            if (disconnecting) {
+                return;
+            }
+            disconnecting = true;
+            drain();
+            if (inFlight.isEmpty()) {
+                sendDisconnect();
+            }
+        });
+        return closed.handle((v, e) -> null);
+    }
+
+    private void sendDisconnect() {
+        if (!channel.isActive()) {
+            return;
+        }
+        ByteBuf disc = channel.alloc().buffer(RequestEncoder.HEADER_LENGTH);
+        RequestEncoder.writeHeader(disc, Command.DISC, 0, 0, 0, 0);
+        channel.writeAndFlush(disc).addListener(ChannelFutureListener.CLOSE);
+    }
+
+    @Override
+    public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
+        Throwable root = cause instanceof io.netty.handler.codec.DecoderException && cause.getCause() != null
+                ? cause.getCause() : cause;
+        failEverything(root instanceof NbdException ? root
+                : new NbdException("connection failed: " + root, root));
+    }
+
+    @Override
+    public void channelInactive(ChannelHandlerContext ctx) {
+        failEverything(disconnecting ? new NbdException("the connection was closed")
+                : new NbdException("server closed the connection"));
+    }
+
+    private void failEverything(Throwable cause) {
+        if (failure == null) {
+            failure = cause;
+        }
+        if (!channel.eventLoop().inEventLoop()) {
+            try {
+                channel.eventLoop().execute(() -> failEverything(cause));
+                return;
+            } catch (RejectedExecutionException e) {
+                // The loop is gone: nothing else touches the tables any more.
+            }
+        }
+        for (NbdRequest request : inFlight.removeAll()) {
+            fail(request, failure);
+        }
+        NbdRequest request;
+        while ((request = submitted.poll()) != null) {
+            fail(request, failure);
+        }
+        inFlightEstimate = 0;
+        channel.close();
+        if (disconnecting) {
+            closed.complete(null);
+        } else {
+            closed.completeExceptionally(failure);
+        }
+    }
+}

@@ -1,0 +1,367 @@
+package org.nbdroot.proto.session;
+
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.CompositeByteBuf;
+import io.netty.channel.ChannelHandlerContext;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.nbdroot.proto.ExportInfo;
+import org.nbdroot.proto.Extent;
+import org.nbdroot.proto.NbdException;
+import org.nbdroot.proto.NbdUnsupportedException;
+import org.nbdroot.proto.handshake.HandshakeResult;
+import org.nbdroot.proto.transport.NbdConnector;
+import org.nbdroot.proto.transport.NbdUri;
+import org.nbdroot.proto.wire.Command;
+import org.nbdroot.proto.wire.CommandFlag;
+import org.nbdroot.proto.wire.NbdConstants;
+import org.nbdroot.proto.wire.ReplyDecoder;
+import org.nbdroot.proto.wire.TransmissionFlag;
+
+/**
+ * An open export: the asynchronous API the daemon, the benchmark and the tests all use.
+ *
+ * <p>Every operation is checked against what the server advertised before anything is sent
+ * (a command or flag it did not offer fails with {@link NbdUnsupportedException}; a range that
+ * is out of bounds or misaligned with {@link IllegalArgumentException}), and split when it is
+ * longer than one request may be. Futures complete on a connection's event loop: callers
+ * that block or work long must move elsewhere first. A READ's buffer belongs to the caller,
+ * who releases it; a WRITE takes ownership of the buffer it is given.
+ */
+public final class NbdSession implements AutoCloseable {
+    /** Requests without payload (TRIM, WRITE_ZEROES, CACHE, BLOCK_STATUS) are cut at 1 GiB: aligned to any block size. */
+    static final int MAX_NON_PAYLOAD_LENGTH = 1 << 30;
+
+    private final ExportInfo export;
+    private final List<NbdConnection> connections;
+    private final int maxPayload;
+    private final AtomicInteger next = new AtomicInteger();
+
+    private NbdSession(ExportInfo export, List<NbdConnection> connections) {
+        this.export = export;
+        this.connections = List.copyOf(connections);
+        this.maxPayload = export.blockSize().maximumPayload();
+    }
+
+    /**
+     * Connects to the export, with as many connections as asked when the server allows
+     * several (CAN_MULTI_CONN), else one.
+     */
+    public static CompletableFuture<NbdSession> connect(NbdConnector connector, NbdUri uri, SessionOptions options) {
+        if (uri.tls()) {
+            return CompletableFuture.failedFuture(new NbdException("TLS (" + uri + ") is not supported yet"));
+        }
+        return openConnection(connector, uri, options).thenCompose(first -> {
+            ExportInfo export = first.export();
+            int wanted = export.has(TransmissionFlag.CAN_MULTI_CONN) ? options.connections() : 1;
+            List<CompletableFuture<NbdConnection>> more = new ArrayList<>();
+            for (int i = 1; i < wanted; i++) {
+                more.add(openConnection(connector, uri, options));
+            }
+            return CompletableFuture.allOf(more.toArray(CompletableFuture[]::new)).handle((v, error) -> {
+                List<NbdConnection> all = new ArrayList<>();
+                all.add(first);
+                more.forEach(f -> {
+                    if (!f.isCompletedExceptionally()) {
+                        all.add(f.join());
+                    }
+                });
+                if (error != null) {
+                    all.forEach(NbdConnection::disconnect);
+                    throw new java.util.concurrent.CompletionException(unwrap(error));
+                }
+                for (NbdConnection c : all.subList(1, all.size())) {
+                    if (c.export().size() != export.size() || c.export().flags() != export.flags()) {
+                        all.forEach(NbdConnection::disconnect);
+                        throw new java.util.concurrent.CompletionException(new NbdException(
+                                "the server described the export differently on a second connection"));
+                    }
+                }
+                return new NbdSession(export, all);
+            });
+        });
+    }
+
+    private static CompletableFuture<NbdConnection> openConnection(NbdConnector connector, NbdUri uri,
+            SessionOptions options) {
+        return connector.connect(uri.endpoint(), options.plan(uri.exportName()),
+                NbdSession::installTransmission, result -> null);
+    }
+
+    /** Puts the transmission handlers behind the handshake; runs on the event loop. */
+    private static NbdConnection installTransmission(ChannelHandlerContext ctx, HandshakeResult result) {
+        NbdConnection connection = new NbdConnection(ctx.channel(), result.export());
+        ctx.pipeline().addLast("replies", new ReplyDecoder(connection.expectations(),
+                result.export().structuredReplies()));
+        ctx.pipeline().addLast("connection", connection);
+        return connection;
+    }
+
+    static Throwable unwrap(Throwable t) {
+        while ((t instanceof java.util.concurrent.CompletionException
+                || t instanceof java.util.concurrent.ExecutionException) && t.getCause() != null) {
+            t = t.getCause();
+        }
+        return t;
+    }
+
+    public ExportInfo export() {
+        return export;
+    }
+
+    public int connectionCount() {
+        return connections.size();
+    }
+
+    // ---- Operations ----
+
+    /** Reads {@code length} bytes at {@code offset}; the caller releases the buffer. */
+    public CompletableFuture<ByteBuf> read(long offset, int length) {
+        return read(offset, length, 0);
+    }
+
+    /** Reads with flags: {@link CommandFlag#DF} (needs SEND_DF and structured replies). */
+    public CompletableFuture<ByteBuf> read(long offset, int length, int flags) {
+        try {
+            checkRange(Command.READ, offset, length);
+            checkFlags(flags, CommandFlag.DF);
+        } catch (NbdException | IllegalArgumentException e) {
+            return CompletableFuture.failedFuture(e);
+        }
+        if (length <= maxPayload) {
+            return readOne(offset, length, flags);
+        }
+        int parts = (int) ((length + (long) maxPayload - 1) / maxPayload);
+        List<CompletableFuture<ByteBuf>> pieces = new ArrayList<>(parts);
+        for (long done = 0; done < length; done += maxPayload) {
+            pieces.add(readOne(offset + done, (int) Math.min(maxPayload, length - done), flags));
+        }
+        return CompletableFuture.allOf(pieces.toArray(CompletableFuture[]::new)).handle((v, error) -> {
+            if (error != null) {
+                pieces.forEach(p -> p.thenAccept(ByteBuf::release));
+                throw new java.util.concurrent.CompletionException(unwrap(error));
+            }
+            CompositeByteBuf whole = io.netty.buffer.ByteBufAllocator.DEFAULT.compositeDirectBuffer(parts);
+            pieces.forEach(p -> whole.addComponent(true, p.join()));
+            return whole;
+        });
+    }
+
+    private CompletableFuture<ByteBuf> readOne(long offset, int length, int flags) {
+        CompletableFuture<ByteBuf> future = new CompletableFuture<>();
+        submit(new NbdRequest(Command.READ, flags, offset, length, null, (request, failure) -> {
+            if (failure != null) {
+                future.completeExceptionally(failure);
+            } else {
+                ByteBuf data = request.data;
+                request.data = null;
+                if (!future.complete(data)) {
+                    data.release();
+                }
+            }
+        }));
+        return future;
+    }
+
+    /** Writes the buffer's readable bytes at {@code offset}; takes ownership of the buffer. */
+    public CompletableFuture<Void> write(long offset, ByteBuf data, boolean fua) {
+        int length = data.readableBytes();
+        try {
+            checkWritable(Command.WRITE);
+            checkRange(Command.WRITE, offset, length);
+            checkFlags(fua ? CommandFlag.FUA : 0, 0);
+        } catch (NbdException | IllegalArgumentException e) {
+            data.release();
+            return CompletableFuture.failedFuture(e);
+        }
+        int flags = fua ? CommandFlag.FUA : 0;
+        if (length <= maxPayload) {
+            return simple(Command.WRITE, flags, offset, length, data);
+        }
+        List<CompletableFuture<Void>> pieces = new ArrayList<>();
+        for (int done = 0; done < length; done += maxPayload) {
+            int part = Math.min(maxPayload, length - done);
+            pieces.add(simple(Command.WRITE, flags, offset + done, part, data.retainedSlice(data.readerIndex() + done, part)));
+        }
+        data.release();
+        return CompletableFuture.allOf(pieces.toArray(CompletableFuture[]::new));
+    }
+
+    /** Asks the server to persist every write completed so far (NBD_CMD_FLUSH). */
+    public CompletableFuture<Void> flush() {
+        if (!export.has(TransmissionFlag.SEND_FLUSH)) {
+            return CompletableFuture.failedFuture(unsupported("NBD_CMD_FLUSH", "send_flush"));
+        }
+        return simple(Command.FLUSH, 0, 0, 0, null);
+    }
+
+    /** Discards a range (NBD_CMD_TRIM); it may read back as anything afterwards. */
+    public CompletableFuture<Void> trim(long offset, long length, boolean fua) {
+        return ranged(Command.TRIM, TransmissionFlag.SEND_TRIM, fua ? CommandFlag.FUA : 0, offset, length);
+    }
+
+    /**
+     * Writes zeroes (NBD_CMD_WRITE_ZEROES) with flags {@link CommandFlag#FUA},
+     * {@link CommandFlag#NO_HOLE} and {@link CommandFlag#FAST_ZERO}.
+     */
+    public CompletableFuture<Void> writeZeroes(long offset, long length, int flags) {
+        return ranged(Command.WRITE_ZEROES, TransmissionFlag.SEND_WRITE_ZEROES, flags, offset, length);
+    }
+
+    /** Asks the server to pull a range into its cache (NBD_CMD_CACHE). */
+    public CompletableFuture<Void> cache(long offset, long length) {
+        return ranged(Command.CACHE, TransmissionFlag.SEND_CACHE, 0, offset, length);
+    }
+
+    private CompletableFuture<Void> ranged(Command command, TransmissionFlag needed, int flags, long offset, long length) {
+        try {
+            if (!export.has(needed)) {
+                throw unsupported("NBD_CMD_" + command, needed.displayName());
+            }
+            if (command != Command.CACHE) {
+                checkWritable(command);
+            }
+            checkRange(command, offset, length);
+            checkFlags(flags, command == Command.WRITE_ZEROES ? CommandFlag.NO_HOLE | CommandFlag.FAST_ZERO : 0);
+        } catch (NbdException | IllegalArgumentException e) {
+            return CompletableFuture.failedFuture(e);
+        }
+        if (length <= MAX_NON_PAYLOAD_LENGTH) {
+            return simple(command, flags, offset, (int) length, null);
+        }
+        List<CompletableFuture<Void>> pieces = new ArrayList<>();
+        for (long done = 0; done < length; done += MAX_NON_PAYLOAD_LENGTH) {
+            pieces.add(simple(command, flags, offset + done, (int) Math.min(MAX_NON_PAYLOAD_LENGTH, length - done), null));
+        }
+        return CompletableFuture.allOf(pieces.toArray(CompletableFuture[]::new));
+    }
+
+    /**
+     * Reports allocation (base:allocation) from {@code offset}: extents that together cover at
+     * least a prefix of the range (the server may report less than asked, and with
+     * {@code onlyOne} a single extent).
+     */
+    public CompletableFuture<List<Extent>> blockStatus(long offset, long length, boolean onlyOne) {
+        int contextId = export.metaContextId(NbdConstants.BASE_ALLOCATION);
+        int request = (int) Math.min(length, MAX_NON_PAYLOAD_LENGTH);
+        try {
+            if (contextId < 0) {
+                throw new NbdUnsupportedException("block status needs the meta context base:allocation, "
+                        + "which the server did not agree to" + (export.structuredReplies() ? "" : " (no structured replies)"));
+            }
+            checkRange(Command.BLOCK_STATUS, offset, request);
+        } catch (NbdException | IllegalArgumentException e) {
+            return CompletableFuture.failedFuture(e);
+        }
+        CompletableFuture<List<Extent>> future = new CompletableFuture<>();
+        NbdRequest r = new NbdRequest(Command.BLOCK_STATUS, onlyOne ? CommandFlag.REQ_ONE : 0, offset, request, null,
+                (done, failure) -> {
+                    if (failure != null) {
+                        future.completeExceptionally(failure);
+                    } else {
+                        future.complete(List.copyOf(done.extents));
+                    }
+                });
+        r.metaContextId = contextId;
+        submit(r);
+        return future;
+    }
+
+    private CompletableFuture<Void> simple(Command command, int flags, long offset, int length, ByteBuf payload) {
+        CompletableFuture<Void> future = new CompletableFuture<>();
+        submit(new NbdRequest(command, flags, offset, length, payload, (request, failure) -> {
+            if (failure != null) {
+                future.completeExceptionally(failure);
+            } else {
+                future.complete(null);
+            }
+        }));
+        return future;
+    }
+
+    private void submit(NbdRequest request) {
+        connectionFor().submit(request);
+    }
+
+    /** The usable connection with the fewest requests outstanding, starting the search round-robin. */
+    private NbdConnection connectionFor() {
+        int n = connections.size();
+        if (n == 1) {
+            return connections.get(0);
+        }
+        int start = Math.floorMod(next.getAndIncrement(), n);
+        NbdConnection best = null;
+        for (int i = 0; i < n; i++) {
+            NbdConnection c = connections.get((start + i) % n);
+            if (c.isUsable() && (best == null || c.load() < best.load())) {
+                best = c;
+            }
+        }
+        return best != null ? best : connections.get(start);
+    }
+
+    // ---- Checks made before anything is sent ----
+
+    private void checkRange(Command command, long offset, long length) {
+        long minimum = export.blockSize().minimum();
+        if (offset < 0 || length < 0 || offset + length > export.size() || offset + length < 0) {
+            throw new IllegalArgumentException(String.format("NBD_CMD_%s of %d bytes at offset %d is outside the export (size %d)",
+                    command, length, offset, export.size()));
+        }
+        if (length == 0 && command != Command.FLUSH) {
+            throw new IllegalArgumentException("NBD_CMD_" + command + " of length 0");
+        }
+        if (offset % minimum != 0 || length % minimum != 0) {
+            throw new IllegalArgumentException(String.format(
+                    "NBD_CMD_%s of %d bytes at offset %d is not aligned to the export's minimum block size %d",
+                    command, length, offset, minimum));
+        }
+    }
+
+    private void checkWritable(Command command) throws NbdUnsupportedException {
+        if (export.readOnly()) {
+            throw new NbdUnsupportedException("NBD_CMD_" + command + " refused: the export is read-only");
+        }
+    }
+
+    /** Each flag must be one the command may carry and, where the export must offer it, offered. */
+    private void checkFlags(int flags, int allowedBeyondFua) throws NbdUnsupportedException {
+        if ((flags & ~(CommandFlag.FUA | allowedBeyondFua)) != 0) {
+            throw new IllegalArgumentException(String.format("command flags %#x not allowed here", flags));
+        }
+        if ((flags & CommandFlag.FUA) != 0 && !export.has(TransmissionFlag.SEND_FUA)) {
+            throw unsupported("the FUA flag", "send_fua");
+        }
+        if ((flags & CommandFlag.FAST_ZERO) != 0 && !export.has(TransmissionFlag.SEND_FAST_ZERO)) {
+            throw unsupported("the FAST_ZERO flag", "send_fast_zero");
+        }
+        if ((flags & CommandFlag.DF) != 0 && (!export.has(TransmissionFlag.SEND_DF) || !export.structuredReplies())) {
+            throw unsupported("the DF flag", "send_df with structured replies");
+        }
+    }
+
+    private static NbdUnsupportedException unsupported(String what, String flag) {
+        return new NbdUnsupportedException(what + " is not offered by this export (no " + flag + " flag)");
+    }
+
+    // ---- Ending ----
+
+    /** Completes outstanding requests, sends NBD_CMD_DISC on every connection and closes them. */
+    public CompletableFuture<Void> disconnect() {
+        return CompletableFuture.allOf(connections.stream().map(NbdConnection::disconnect)
+                .toArray(CompletableFuture[]::new));
+    }
+
+    /** Completes when any connection is closed; with its cause when it failed. */
+    public CompletableFuture<Void> anyConnectionClosed() {
+        return CompletableFuture.anyOf(connections.stream().map(NbdConnection::closeFuture)
+                .toArray(CompletableFuture[]::new)).thenApply(v -> null);
+    }
+
+    @Override
+    public void close() {
+        disconnect().join();
+    }
+}

@@ -1,0 +1,49 @@
+package org.nbdroot.proto.session;
+
+import java.time.Duration;
+import java.util.List;
+import org.nbdroot.proto.handshake.HandshakePlan;
+import org.nbdroot.proto.transport.NbdConnector;
+import org.nbdroot.proto.wire.NbdConstants;
+
+/**
+ * How a session connects.
+ *
+ * @param connections       connections to open; more than one only when the server sets CAN_MULTI_CONN
+ * @param structuredReplies ask for structured replies
+ * @param metaContexts      meta contexts to negotiate (block status needs base:allocation)
+ * @param connectTimeout    for the TCP or Unix connect
+ * @param handshakeTimeout  for the whole handshake of one connection
+ */
+public record SessionOptions(
+        int connections,
+        boolean structuredReplies,
+        List<String> metaContexts,
+        Duration connectTimeout,
+        Duration handshakeTimeout) {
+
+    public static final SessionOptions DEFAULT = new SessionOptions(1, true, List.of(NbdConstants.BASE_ALLOCATION),
+            NbdConnector.DEFAULT_CONNECT_TIMEOUT, HandshakePlan.DEFAULT_TIMEOUT);
+
+    public SessionOptions {
+        if (connections < 1) {
+            throw new IllegalArgumentException("connections must be at least 1, not " + connections);
+        }
+        metaContexts = List.copyOf(metaContexts);
+    }
+
+    public SessionOptions withConnections(int n) {
+        return new SessionOptions(n, structuredReplies, metaContexts, connectTimeout, handshakeTimeout);
+    }
+
+    public SessionOptions withStructuredReplies(boolean on) {
+        return new SessionOptions(connections, on, metaContexts, connectTimeout, handshakeTimeout);
+    }
+
+    HandshakePlan plan(String exportName) {
+        return HandshakePlan.transmission(exportName)
+                .withStructuredReplies(structuredReplies)
+                .withMetaContexts(structuredReplies ? metaContexts : List.of())
+                .withTimeout(handshakeTimeout);
+    }
+}

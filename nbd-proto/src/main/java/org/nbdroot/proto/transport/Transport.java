@@ -1,0 +1,65 @@
+package org.nbdroot.proto.transport;
+
+import io.netty.channel.Channel;
+import io.netty.channel.EventLoopGroup;
+import io.netty.channel.IoHandlerFactory;
+import io.netty.channel.MultiThreadIoEventLoopGroup;
+import io.netty.channel.epoll.Epoll;
+import io.netty.channel.epoll.EpollDomainSocketChannel;
+import io.netty.channel.epoll.EpollIoHandler;
+import io.netty.channel.epoll.EpollSocketChannel;
+import io.netty.channel.nio.NioIoHandler;
+import io.netty.channel.socket.nio.NioDomainSocketChannel;
+import io.netty.channel.socket.nio.NioSocketChannel;
+import io.netty.util.concurrent.DefaultThreadFactory;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * The event loops and channel types the engine runs on: Netty's native epoll transport on
+ * Linux, NIO elsewhere (Netty has no native transport for FreeBSD; NIO uses kqueue there).
+ * One transport serves every connection of a process.
+ */
+public final class Transport implements AutoCloseable {
+    private final EventLoopGroup group;
+    private final boolean epoll;
+
+    private Transport(int threads, boolean useEpoll) {
+        this.epoll = useEpoll;
+        IoHandlerFactory io = useEpoll ? EpollIoHandler.newFactory() : NioIoHandler.newFactory();
+        this.group = new MultiThreadIoEventLoopGroup(threads, new DefaultThreadFactory("nbd-io", true), io);
+    }
+
+    /** The best transport for this platform; set {@code -Dnbd.transport=nio} to force NIO. */
+    public static Transport create(int threads) {
+        boolean wantEpoll = !"nio".equals(System.getProperty("nbd.transport"));
+        return new Transport(threads, wantEpoll && Epoll.isAvailable());
+    }
+
+    public EventLoopGroup group() {
+        return group;
+    }
+
+    public String name() {
+        return epoll ? "epoll" : "nio";
+    }
+
+    Class<? extends Channel> channelType(NbdEndpoint endpoint) {
+        boolean unix = endpoint instanceof NbdEndpoint.Unix;
+        if (epoll) {
+            return unix ? EpollDomainSocketChannel.class : EpollSocketChannel.class;
+        }
+        return unix ? NioDomainSocketChannel.class : NioSocketChannel.class;
+    }
+
+    java.net.SocketAddress address(NbdEndpoint endpoint) {
+        if (endpoint instanceof NbdEndpoint.Unix u && !epoll) {
+            return java.net.UnixDomainSocketAddress.of(u.socket());
+        }
+        return endpoint.socketAddress();
+    }
+
+    @Override
+    public void close() {
+        group.shutdownGracefully(0, 2, TimeUnit.SECONDS).syncUninterruptibly();
+    }
+}
