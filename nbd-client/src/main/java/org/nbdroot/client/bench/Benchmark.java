@@ -40,6 +40,7 @@ public final class Benchmark {
     private ByteBuf template;
     private CountDownLatch slotsDone;
     private volatile long deadline;
+    private volatile long measureFrom;
     private volatile String stopReason;
 
     public Benchmark(NbdSession session, BenchConfig config) {
@@ -72,12 +73,14 @@ public final class Benchmark {
             }
         }
         slotsDone = new CountDownLatch(config.iodepth());
-        long start = System.nanoTime();
+        long start = System.nanoTime() + config.ramp().toNanos();
+        measureFrom = start;
         deadline = start + config.runtime().toNanos();
         for (int slot = 0; slot < config.iodepth(); slot++) {
             issue();
         }
-        boolean finished = slotsDone.await(config.runtime().toNanos() + GRACE_NANOS, TimeUnit.NANOSECONDS);
+        boolean finished = slotsDone.await(config.ramp().toNanos() + config.runtime().toNanos() + GRACE_NANOS,
+                TimeUnit.NANOSECONDS);
         long elapsed = System.nanoTime() - start;
         if (!finished) {
             stopReason = slotsDone.getCount() + " requests got no reply within " + TimeUnit.NANOSECONDS.toSeconds(GRACE_NANOS)
@@ -140,9 +143,14 @@ public final class Benchmark {
     }
 
     private void done(long t0, Throwable failure) {
-        latency.record(System.nanoTime() - t0);
+        boolean measured = t0 >= measureFrom;
+        if (measured) {
+            latency.record(System.nanoTime() - t0);
+        }
         if (failure == null) {
-            ios.increment();
+            if (measured) {
+                ios.increment();
+            }
         } else {
             errors.increment();
             Throwable cause = failure instanceof java.util.concurrent.CompletionException && failure.getCause() != null

@@ -40,6 +40,10 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--runtime", defaultValue = "10", paramLabel = "SECONDS", description = "Duration; default ${DEFAULT-VALUE} s.")
     double runtimeSeconds;
 
+    @Option(names = "--ramp", defaultValue = "0", paramLabel = "SECONDS",
+            description = "Run this long before measuring, as fio's ramp_time; default ${DEFAULT-VALUE}.")
+    double rampSeconds;
+
     @Option(names = "--size", converter = SizeConverter.class, paramLabel = "SIZE",
             description = "Use only this many bytes from the start of the export (default: all of it).")
     Long span;
@@ -71,8 +75,8 @@ final class BenchCommand implements Callable<Integer> {
         if (blockSize <= 0 || blockSize > Integer.MAX_VALUE) {
             throw new IllegalArgumentException("--bs must be between 1 byte and 2 GiB");
         }
-        if (iodepth < 1 || runtimeSeconds <= 0) {
-            throw new IllegalArgumentException("--iodepth and --runtime must be positive");
+        if (iodepth < 1 || runtimeSeconds <= 0 || rampSeconds < 0) {
+            throw new IllegalArgumentException("--iodepth and --runtime must be positive, --ramp not negative");
         }
         if (verify && blockSize % 8 != 0) {
             throw new IllegalArgumentException("--verify needs --bs to be a multiple of 8");
@@ -97,7 +101,7 @@ final class BenchCommand implements Callable<Integer> {
                             + "(no can_multi_conn flag): using one");
                 }
                 BenchConfig config = new BenchConfig(workload, (int) blockSize, iodepth,
-                        Duration.ofNanos((long) (runtimeSeconds * 1e9)), usable - usable % blockSize, verify, seed);
+                        Duration.ofNanos((long) (runtimeSeconds * 1e9)), Duration.ofNanos((long) (rampSeconds * 1e9)), usable - usable % blockSize, verify, seed);
                 result = new Benchmark(session, config).run();
             } finally {
                 session.disconnect().get(5, TimeUnit.SECONDS);

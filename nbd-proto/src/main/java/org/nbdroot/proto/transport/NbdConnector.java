@@ -63,6 +63,10 @@ public final class NbdConnector {
                 .group(transport.group())
                 .channel(transport.channelType(endpoint))
                 .option(ChannelOption.CONNECT_TIMEOUT_MILLIS, (int) connectTimeout.toMillis())
+                // Large reads arrive in large socket reads: fewer system calls and buffer pieces per payload.
+                .option(ChannelOption.RCVBUF_ALLOCATOR, new io.netty.channel.AdaptiveRecvByteBufAllocator(
+                        512, 16 * 1024, Integer.getInteger("nbd.maxread", 1 << 20))
+                        .maxMessagesPerRead(Integer.getInteger("nbd.mmpr", 16)))
                 .handler(new ChannelInitializer<Channel>() {
                     @Override
                     protected void initChannel(Channel ch) {

@@ -1,0 +1,88 @@
+#!/bin/bash
+# Runs `nbd-client bench` and fio's nbd engine side by side against one nbdkit on loopback
+# and prints ours/fio for each row. Both get the same ramp time before measuring
+# (the JVM compiles its hot code in the first second or two; a daemon runs for days). Runs alternate (fio, ours, fio, ours, ...) so a noisy
+# machine hurts both alike; each figure is the median of the rounds.
+#
+# Usage: bench/compare.sh [--rounds N] [--runtime SECONDS] [--ramp SECONDS] [--size SIZE] [--rows LIST]
+#   LIST: comma-separated from randread4k,read1m,randwrite4k (default: all three)
+# Needs: a built image (mvn -DskipTests package), nbdkit, fio, python3.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+client="$here/nbd-client/target/image/bin/nbd-client"
+rounds=3 runtime=10 ramp=2 size=1G rows=randread4k,read1m,randwrite4k
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --runtime) runtime=$2; shift 2 ;;
+    --ramp) ramp=$2; shift 2 ;;
+    --size) size=$2; shift 2 ;;
+    --rows) rows=$2; shift 2 ;;
+    *) echo "compare.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+for tool in nbdkit fio python3; do
+  command -v "$tool" >/dev/null || { echo "compare.sh: $tool is missing (apt-get install $tool)" >&2; exit 1; }
+done
+[ -x "$client" ] || { echo "compare.sh: build first: mvn -q -DskipTests package" >&2; exit 1; }
+
+work=$(mktemp -d)
+server_pid=
+cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+# A backing file of real data (not a sparse hole), served by nbdkit's file plugin over TCP.
+head -c "$size" /dev/urandom > "$work/disk.img"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+nbdkit --foreground --exit-with-parent -i 127.0.0.1 -p "$port" -P "$work/pid" file "$work/disk.img" &
+server_pid=$!
+for _ in $(seq 100); do [ -s "$work/pid" ] && break; sleep 0.05; done
+uri="nbd://127.0.0.1:$port/"
+
+# Prints "IOPS BYTES_PER_SECOND" of one fio run.
+run_fio() { # rw bs iodepth
+  fio --name=bench --ioengine=nbd --uri="$uri" --rw="$1" --bs="$2" --iodepth="$3" \
+      --runtime="$runtime" --ramp_time="$ramp" --time_based --size="$size" --output-format=json --output="$work/fio.json" >/dev/null
+  python3 - "$work/fio.json" "$1" <<'PY'
+import json, sys
+job = json.load(open(sys.argv[1]))["jobs"][0]
+side = job["write" if "write" in sys.argv[2] else "read"]
+print(side["iops"], side["bw_bytes"])
+PY
+}
+
+# Prints "IOPS BYTES_PER_SECOND" of one nbd-client bench run.
+run_ours() { # rw bs iodepth
+  "$client" bench "$uri" --rw "$1" --bs "$2" --iodepth "$3" --runtime "$runtime" --ramp "$ramp" --size "$size" --json \
+      > "$work/ours.json"
+  python3 - "$work/ours.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+if r["errors"]:
+    sys.exit("nbd-client bench reported %d errors" % r["errors"])
+print(r["iops"], r["bytes_per_second"])
+PY
+}
+
+median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+
+printf '%-14s %-10s %14s %14s %8s\n' row metric fio nbd-client ours/fio
+IFS=, read -ra wanted <<< "$rows"
+for row in "${wanted[@]}"; do
+  case "$row" in
+    randread4k) rw=randread bs=4k depth=32 metric=iops ;;
+    read1m) rw=read bs=1M depth=8 metric=MB/s ;;
+    randwrite4k) rw=randwrite bs=4k depth=32 metric=iops ;;
+    *) echo "compare.sh: unknown row '$row'" >&2; exit 2 ;;
+  esac
+  fio_values=() our_values=()
+  for _ in $(seq "$rounds"); do
+    read -r iops bps < <(run_fio "$rw" "$bs" "$depth")
+    fio_values+=("$([ "$metric" = iops ] && echo "$iops" || python3 -c "print($bps/1e6)")")
+    read -r iops bps < <(run_ours "$rw" "$bs" "$depth")
+    our_values+=("$([ "$metric" = iops ] && echo "$iops" || python3 -c "print($bps/1e6)")")
+  done
+  f=$(median "${fio_values[@]}"); o=$(median "${our_values[@]}")
+  printf '%-14s %-10s %14.0f %14.0f %8.2f\n' "$row" "$metric" "$f" "$o" "$(python3 -c "print($o/$f)")"
+  echo "  rounds: fio ${fio_values[*]} | nbd-client ${our_values[*]}" | sed 's/\([0-9]*\)\.[0-9]*/\1/g'
+done
