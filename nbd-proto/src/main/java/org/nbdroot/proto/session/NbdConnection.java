@@ -154,14 +154,16 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     }
 
     private void onSimpleReply(Reply.Simple reply) throws NbdProtocolException {
-        NbdRequest request = inFlight.remove(reply.handle());
-        if (request.coverage != null || request.extents != null || request.serverError != null) {
+        // Look, check, then remove: a request still in the table when a check throws is failed with the rest.
+        NbdRequest request = inFlight.get(reply.handle());
+        if (request.data != null || request.coverage != null || request.extents != null || request.serverError != null) {
             if (reply.payload() != null) {
                 reply.payload().release();
             }
             throw new NbdProtocolException("server sent a simple reply to " + request.describe()
                     + " after structured reply chunks for it");
         }
+        inFlight.remove(reply.handle());
         if (reply.error() != 0) {
             finish(request, new NbdServerErrorException(reply.error(), request.describe(), null));
             return;
@@ -193,8 +195,9 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             }
         }
         if (chunk.isDone()) {
+            Throwable outcome = completeness(request);
             inFlight.remove(chunk.handle());
-            finish(request, completeness(request));
+            finish(request, outcome);
         }
     }
 
@@ -209,12 +212,12 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         long offset = payload.readLong();
         int length = payload.readableBytes();
         long start = checkWithin(request, offset, length, "NBD_REPLY_TYPE_OFFSET_DATA");
-        boolean first = request.coverage == null;
-        coverage(request).add(start, start + length, "NBD_REPLY_TYPE_OFFSET_DATA at offset " + offset);
-        if (first && length == request.length) {
-            request.data = payload.retain(); // the whole read in one chunk: hand the slice up as it is
+        if (request.coverage == null && request.data == null && length == request.length) {
+            // The whole read in one chunk, the common case: hand the slice up as it is.
+            request.data = payload.retain();
             return;
         }
+        coverage(request).add(start, start + length, "NBD_REPLY_TYPE_OFFSET_DATA at offset " + offset);
         readBuffer(request).setBytes((int) start, payload, payload.readerIndex(), length);
     }
 
@@ -246,9 +249,13 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         return start;
     }
 
-    private static ReadCoverage coverage(NbdRequest request) {
+    /** Coverage of a READ answered in pieces; a whole-read chunk already received counts as covering everything. */
+    private static ReadCoverage coverage(NbdRequest request) throws NbdProtocolException {
         if (request.coverage == null) {
             request.coverage = new ReadCoverage();
+            if (request.data != null) {
+                request.coverage.add(0, request.length, "the first chunk");
+            }
         }
         return request.coverage;
     }
@@ -332,7 +339,7 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             return request.serverError;
         }
         if (request.command == Command.READ) {
-            long covered = request.coverage == null ? 0 : request.coverage.covered();
+            long covered = request.coverage != null ? request.coverage.covered() : request.data != null ? request.length : 0;
             if (covered != request.length) {
                 throw new NbdProtocolException(String.format(
                         "server ended the reply to %s after sending only %d of its bytes", request.describe(), covered));
