@@ -94,7 +94,7 @@ public final class Handshaker extends ByteToMessageDecoder {
     public void handlerAdded(ChannelHandlerContext ctx) {
         long nanos = plan.timeout().toNanos();
         timeout = ctx.executor().schedule(() -> fail(ctx, new NbdException(
-                "handshake timed out after " + plan.timeout().toSeconds() + " s " + stage())), nanos, TimeUnit.NANOSECONDS);
+                "handshake timed out after " + describe(plan.timeout()) + " " + stage())), nanos, TimeUnit.NANOSECONDS);
     }
 
     @Override
@@ -268,7 +268,7 @@ public final class Handshaker extends ByteToMessageDecoder {
         switch (info) {
             case NbdConstants.INFO_EXPORT -> {
                 expectLength(payload, 10, "NBD_INFO_EXPORT");
-                size = payload.readLong();
+                size = checkSize(payload.readLong());
                 transmissionFlags = payload.readUnsignedShort();
             }
             case NbdConstants.INFO_NAME -> canonicalName = readRest(payload, "NBD_INFO_NAME");
@@ -309,6 +309,9 @@ public final class Handshaker extends ByteToMessageDecoder {
 
     private void onOptionError(ChannelHandlerContext ctx, int type, String message) throws NbdException {
         NbdOptionException refusal = new NbdOptionException(current.code(), type, message);
+        if (refusal.is(OptionReplyType.ERR_SHUTDOWN)) {
+            throw refusal; // the spec asks for a soft disconnect: fail() sends NBD_OPT_ABORT
+        }
         switch (current) {
             case STRUCTURED_REPLY -> {
                 // Without structured replies there are no meta contexts either: go on without both.
@@ -316,7 +319,14 @@ public final class Handshaker extends ByteToMessageDecoder {
                 pending.remove(NbdOption.SET_META_CONTEXT);
                 sendNextOption(ctx);
             }
-            case LIST_META_CONTEXT, SET_META_CONTEXT -> sendNextOption(ctx);
+            case LIST_META_CONTEXT -> {
+                availableMetaContexts.clear(); // replies before an error do not count
+                sendNextOption(ctx);
+            }
+            case SET_META_CONTEXT -> {
+                metaContexts.clear(); // a failed SET_META_CONTEXT still replaces every earlier context
+                sendNextOption(ctx);
+            }
             case GO -> {
                 if (refusal.is(OptionReplyType.ERR_UNSUP)) {
                     // An older server: the export name option still works, without block sizes.
@@ -339,7 +349,7 @@ public final class Handshaker extends ByteToMessageDecoder {
         if (in.readableBytes() < length) {
             return;
         }
-        size = in.readLong();
+        size = checkSize(in.readLong());
         transmissionFlags = in.readUnsignedShort();
         in.skipBytes(length - EXPORT_NAME_REPLY_LENGTH);
         enterTransmission(ctx);
@@ -393,6 +403,10 @@ public final class Handshaker extends ByteToMessageDecoder {
         ctx.writeAndFlush(abort);
     }
 
+    private static String describe(java.time.Duration d) {
+        return d.toMillis() % 1000 == 0 ? d.toSeconds() + " s" : d.toMillis() + " ms";
+    }
+
     private String stage() {
         return switch (state) {
             case GREETING -> "waiting for the server's greeting";
@@ -412,6 +426,13 @@ public final class Handshaker extends ByteToMessageDecoder {
     @Override
     public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
         fail(ctx, cause);
+    }
+
+    private static long checkSize(long size) throws NbdProtocolException {
+        if (size < 0) {
+            throw new NbdProtocolException("export size " + Long.toUnsignedString(size) + " is 2^63 bytes or more");
+        }
+        return size;
     }
 
     private static void expectLength(ByteBuf payload, int expected, String what) throws NbdProtocolException {

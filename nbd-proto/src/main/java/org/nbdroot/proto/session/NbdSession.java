@@ -181,9 +181,10 @@ public final class NbdSession implements AutoCloseable {
             return simple(Command.WRITE, flags, offset, length, data);
         }
         List<CompletableFuture<Void>> pieces = new ArrayList<>();
-        for (int done = 0; done < length; done += maxPayload) {
-            int part = Math.min(maxPayload, length - done);
-            pieces.add(simple(Command.WRITE, flags, offset + done, part, data.retainedSlice(data.readerIndex() + done, part)));
+        for (long done = 0; done < length; done += maxPayload) {
+            int part = (int) Math.min(maxPayload, length - done);
+            pieces.add(simple(Command.WRITE, flags, offset + done, part,
+                    data.retainedSlice(data.readerIndex() + (int) done, part)));
         }
         data.release();
         return CompletableFuture.allOf(pieces.toArray(CompletableFuture[]::new));

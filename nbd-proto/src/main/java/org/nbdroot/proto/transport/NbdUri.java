@@ -53,16 +53,51 @@ public record NbdUri(NbdEndpoint endpoint, String exportName, boolean tls) {
             if (uri.getRawAuthority() != null && !uri.getRawAuthority().isEmpty()) {
                 throw new IllegalArgumentException("'" + text + "': a Unix socket URI takes no host (write nbd+unix:///EXPORT?socket=PATH)");
             }
+            if (socket.indexOf('\0') >= 0) {
+                throw new IllegalArgumentException("'" + text + "': abstract Unix sockets (socket=%00...) are not supported");
+            }
             endpoint = new NbdEndpoint.Unix(Path.of(socket));
         } else {
-            String host = uri.getHost();
-            if (host == null || host.isEmpty()) {
+            String authority = uri.getRawAuthority();
+            if (authority == null || authority.isEmpty()) {
                 throw new IllegalArgumentException("'" + text + "' has no host");
             }
-            if (host.startsWith("[") && host.endsWith("]")) {
-                host = host.substring(1, host.length() - 1);
+            authority = authority.substring(authority.lastIndexOf('@') + 1); // user info is for TLS, later
+            // Parsed here rather than by URI.getHost(), which rejects RFC 3986 names such as nbd_server.
+            String host;
+            String portText = null;
+            if (authority.startsWith("[")) {
+                int close = authority.indexOf(']');
+                if (close < 0) {
+                    throw new IllegalArgumentException("'" + text + "': unclosed '[' in the IPv6 address");
+                }
+                host = authority.substring(1, close);
+                if (authority.length() > close + 1) {
+                    if (authority.charAt(close + 1) != ':') {
+                        throw new IllegalArgumentException("'" + text + "': unexpected text after the IPv6 address");
+                    }
+                    portText = authority.substring(close + 2);
+                }
+            } else {
+                int colon = authority.lastIndexOf(':');
+                host = colon < 0 ? authority : authority.substring(0, colon);
+                portText = colon < 0 ? null : authority.substring(colon + 1);
             }
-            int port = uri.getPort() == -1 ? NbdConstants.DEFAULT_PORT : uri.getPort();
+            host = decode(host);
+            if (host.isEmpty()) {
+                throw new IllegalArgumentException("'" + text + "' has no host");
+            }
+            int port = NbdConstants.DEFAULT_PORT;
+            if (portText != null && !portText.isEmpty()) {
+                try {
+                    port = Integer.parseInt(portText);
+                } catch (NumberFormatException e) {
+                    port = -1;
+                }
+                if (port < 1 || port > 65535 || !portText.chars().allMatch(Character::isDigit)) {
+                    throw new IllegalArgumentException("'" + text + "': port " + portText + " is not between 1 and 65535");
+                }
+            }
             endpoint = new NbdEndpoint.Tcp(host, port);
         }
         query.keySet().removeIf(key -> key.startsWith("tls-") || key.startsWith("x-"));
@@ -107,8 +142,22 @@ public record NbdUri(NbdEndpoint endpoint, String exportName, boolean tls) {
     public String toString() {
         String scheme = (tls ? "nbds" : "nbd") + (endpoint instanceof NbdEndpoint.Unix ? "+unix" : "");
         if (endpoint instanceof NbdEndpoint.Unix u) {
-            return scheme + ":///" + exportName + "?socket=" + u.socket();
+            return scheme + ":///" + encode(exportName) + "?socket=" + encode(u.socket().toString());
         }
-        return scheme + "://" + endpoint + "/" + exportName;
+        return scheme + "://" + endpoint + "/" + encode(exportName);
+    }
+
+    /** Percent-encodes everything but RFC 3986's unreserved characters and '/'. */
+    private static String encode(String s) {
+        StringBuilder out = new StringBuilder();
+        for (byte b : s.getBytes(StandardCharsets.UTF_8)) {
+            char c = (char) (b & 0xff);
+            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || "-._~/".indexOf(c) >= 0) {
+                out.append(c);
+            } else {
+                out.append(String.format("%%%02X", (int) c));
+            }
+        }
+        return out.toString();
     }
 }
