@@ -12,9 +12,14 @@ import picocli.CommandLine.Command;
 @Command(name = "nbd-client",
         mixinStandardHelpOptions = true,
         versionProvider = NbdClientCommand.Version.class,
-        description = "A userland NBD client: inspect and load exports, serve them as block devices.",
-        subcommands = {ListCommand.class, InfoCommand.class, BenchCommand.class})
-public final class NbdClientCommand implements Runnable {
+        description = {"A userland NBD client: serve an NBD export as a block device, inspect and load exports.",
+                "",
+                "  nbd-client [options] HOST [PORT] [DEVICE]",
+                "  nbd-client [options] URI [DEVICE]",
+                ""},
+        subcommands = {ListCommand.class, InfoCommand.class, BenchCommand.class, RescueCommand.class,
+                DestroyCommand.class, ListDevicesCommand.class})
+public final class NbdClientCommand implements java.util.concurrent.Callable<Integer> {
     /** Exit status when the work failed (unreachable server, refused option, protocol violation). */
     public static final int EXIT_FAILURE = 1;
     /** Exit status for a command line that does not parse. */
@@ -23,14 +28,31 @@ public final class NbdClientCommand implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
 
+    @CommandLine.Mixin
+    DeviceOptions device;
+
+    private String[] args = new String[0];
+
+    /** The command line as given, for starting the daemon again in the background. */
+    String[] args() {
+        return args.clone();
+    }
+
     @Override
-    public void run() {
-        throw new CommandLine.ParameterException(spec.commandLine(), "missing command (try --help)");
+    public Integer call() throws Exception {
+        if (device.positional.isEmpty()) {
+            throw new CommandLine.ParameterException(spec.commandLine(),
+                    "missing HOST [PORT] [DEVICE], URI [DEVICE] or a command (try --help)");
+        }
+        device.check();
+        return ServeCommand.serve(device, false, args);
     }
 
     /** Runs the command line and returns the exit status; every failure is one line on {@code err}. */
     public static int run(String[] args, PrintStream out, PrintStream err) {
-        CommandLine cli = new CommandLine(new NbdClientCommand());
+        NbdClientCommand top = new NbdClientCommand();
+        top.args = args.clone();
+        CommandLine cli = new CommandLine(top);
         cli.setOut(new PrintWriter(out, true));
         cli.setErr(new PrintWriter(err, true));
         cli.setExitCodeExceptionMapper(e -> EXIT_FAILURE);

@@ -1,0 +1,54 @@
+package org.nbdroot.client.cli;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.nbdroot.client.ggate.GgateOptions;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+/** What serving a device takes: the server, the device, and how to serve it (ggatec's and nbd-client's options). */
+final class DeviceOptions {
+    @Parameters(arity = "0..3", paramLabel = "ARGS",
+            description = "HOST [PORT] [DEVICE], or URI [DEVICE]; DEVICE like /dev/ggate0 or ggate0 "
+                    + "(omitted: the next free unit, printed on stdout)")
+    List<String> positional = new ArrayList<>();
+
+    @Option(names = {"-N", "--name"}, paramLabel = "NAME", description = "Export name, with HOST (default: the server's default export).")
+    String exportName;
+
+    @Option(names = {"-f", "--foreground"}, description = "Stay in the foreground (default: go to the background once serving).")
+    boolean foreground;
+
+    /** Set on the child that {@code Daemonizer} starts; not for users. */
+    @Option(names = "--detached", hidden = true)
+    boolean detached;
+
+    @Option(names = {"-t", "--timeout"}, paramLabel = "SECONDS", defaultValue = "0",
+            description = "The kernel fails a request older than this on its own; 0 (default) never does, right for a root disk.")
+    int timeout;
+
+    @Option(names = {"-q", "--queue-size"}, paramLabel = "N", defaultValue = "" + GgateOptions.DEFAULT_QUEUE_SIZE,
+            description = "Requests the kernel queues before refusing new ones; default ${DEFAULT-VALUE}.")
+    int queueSize;
+
+    @Option(names = {"-s", "--sector-size"}, paramLabel = "BYTES", defaultValue = "0",
+            description = "Sector size (default: 512, or the export's minimum block size if larger).")
+    int sectorSize;
+
+    @Option(names = "-o", paramLabel = "ro|rw", defaultValue = "rw", description = "Read-only or read-write (default rw; a read-only export is always ro).")
+    String mode;
+
+    @Option(names = "--workers", paramLabel = "N", defaultValue = "" + GgateOptions.DEFAULT_WORKERS,
+            description = "Worker threads, the most requests served at once; default ${DEFAULT-VALUE}.")
+    int workers;
+
+    @Mixin
+    ConnectionOptions connection;
+
+    void check() {
+        if (!"ro".equals(mode) && !"rw".equals(mode)) {
+            throw new IllegalArgumentException("-o must be ro or rw, not '" + mode + "'");
+        }
+    }
+}

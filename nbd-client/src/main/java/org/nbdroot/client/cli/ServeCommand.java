@@ -1,0 +1,150 @@
+package org.nbdroot.client.cli;
+
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.logging.Logger;
+import org.nbdroot.client.daemon.ControlServer;
+import org.nbdroot.client.daemon.Daemonizer;
+import org.nbdroot.client.daemon.RunDirectory;
+import org.nbdroot.client.ggate.GgateAbi;
+import org.nbdroot.client.ggate.GgateDevice;
+import org.nbdroot.client.ggate.GgateOptions;
+import org.nbdroot.proto.session.NbdSession;
+import org.nbdroot.proto.session.SessionOptions;
+import org.nbdroot.proto.transport.NbdUri;
+import org.nbdroot.proto.wire.NbdConstants;
+
+/**
+ * The daemon's main job: {@code nbd-client HOST [PORT] [DEVICE]} or {@code nbd-client URI
+ * [DEVICE]} serves the export as a block device until the device is destroyed.
+ */
+final class ServeCommand {
+    private static final Logger LOG = Logger.getLogger(ServeCommand.class.getName());
+
+    /** The three ways the positional arguments can be read. */
+    record Target(NbdUri uri, String device) {
+        static Target parse(List<String> args, String exportName) {
+            if (args.isEmpty() || args.size() > 3) {
+                throw new IllegalArgumentException("expected HOST [PORT] [DEVICE] or URI [DEVICE]");
+            }
+            String first = args.get(0);
+            if (NbdUri.looksLikeUri(first)) {
+                if (args.size() > 2) {
+                    throw new IllegalArgumentException("after a URI only a DEVICE may follow");
+                }
+                if (exportName != null) {
+                    throw new IllegalArgumentException("-N/--name goes with HOST [PORT], not with a URI");
+                }
+                return new Target(NbdUri.parse(first), args.size() == 2 ? args.get(1) : null);
+            }
+            int port = NbdConstants.DEFAULT_PORT;
+            String device = null;
+            int next = 1;
+            if (args.size() > 1 && args.get(1).chars().allMatch(Character::isDigit)) {
+                port = Integer.parseInt(args.get(1));
+                next = 2;
+            }
+            if (args.size() > next) {
+                device = args.get(next);
+                next++;
+            }
+            if (args.size() > next) {
+                throw new IllegalArgumentException("unexpected argument '" + args.get(next) + "'");
+            }
+            String host = first.startsWith("[") && first.endsWith("]") ? first.substring(1, first.length() - 1) : first;
+            return new Target(NbdUri.ofHost(host, port, exportName), device);
+        }
+    }
+
+    /** Which bridge serves a device name. */
+    enum Bridge {
+        GGATE, LINUX_NBD;
+
+        static Bridge of(String device) {
+            String name = device == null ? null : device.startsWith("/dev/") ? device.substring(5) : device;
+            if (name == null) {
+                // No device named: GEOM Gate on FreeBSD, or wherever its control device was pointed.
+                boolean ggate = System.getProperty("os.name").toLowerCase(java.util.Locale.ROOT).contains("freebsd")
+                        || System.getProperty("nbd.ggate.ctl") != null;
+                if (!ggate) {
+                    throw new IllegalArgumentException("name the device to serve (on Linux: /dev/nbdN)");
+                }
+                return GGATE;
+            }
+            if (name.startsWith(GgateAbi.PROVIDER_NAME)) {
+                return GGATE;
+            }
+            if (name.startsWith("nbd")) {
+                return LINUX_NBD;
+            }
+            throw new IllegalArgumentException("'" + device + "' is neither a GEOM Gate device (/dev/ggateN) "
+                    + "nor a Linux NBD device (/dev/nbdN)");
+        }
+    }
+
+    static int serve(DeviceOptions options, boolean rescue, String[] originalArgs) throws Exception {
+        Target target = Target.parse(options.positional, options.exportName);
+        if (rescue && target.device() == null) {
+            throw new IllegalArgumentException("rescue needs the DEVICE to take over");
+        }
+        Bridge bridge = Bridge.of(target.device());
+        if (bridge == Bridge.LINUX_NBD) {
+            throw new IllegalArgumentException("the Linux NBD bridge (" + target.device() + ") is not implemented yet");
+        }
+        if (!options.foreground) {
+            return Daemonizer.runDetached(originalArgs, System.out, System.err);
+        }
+        if (options.detached) {
+            Daemonizer.enterOwnSession();
+        }
+        GgateOptions ggate = new GgateOptions(
+                target.device() == null ? GgateAbi.UNIT_AUTO : GgateOptions.unitOf(target.device()),
+                options.sectorSize, options.queueSize, options.timeout, "ro".equals(options.mode), options.workers);
+        SessionOptions sessionOptions = options.connection.sessionOptions();
+        try (Engine engine = new Engine(Math.max(1, sessionOptions.connections()), sessionOptions)) {
+            NbdSession session = engine.open(target.uri(), sessionOptions);
+            GgateDevice device = rescue
+                    ? GgateDevice.rescue(session, ggate, GgateOptions.unitOf(target.device()))
+                    : GgateDevice.create(session, ggate, target.uri().toString());
+            Path socket = RunDirectory.socketFor(device.name());
+            String source = target.uri().toString();
+            try (ControlServer control = ControlServer.start(socket, request -> handle(request, device, source))) {
+                System.out.println(device.name());
+                System.out.flush();
+                if (options.detached) {
+                    Daemonizer.redirectOutput(RunDirectory.path().resolve(device.name() + ".log"));
+                }
+                LOG.info(device.name() + ": serving " + source + " (" + device.mediaSize() + " bytes, sector "
+                        + device.sectorSize() + ")");
+                Throwable failure = device.awaitTermination();
+                LOG.info(device.name() + ": destroyed; disconnecting");
+                session.disconnect().get(10, TimeUnit.SECONDS);
+                if (failure != null) {
+                    throw new IllegalStateException(device.name() + ": a worker failed: " + failure, failure);
+                }
+            }
+        }
+        return 0;
+    }
+
+    private static String handle(String request, GgateDevice device, String source) throws Exception {
+        switch (request) {
+            case "status" -> {
+                return "ok " + device.name() + " " + source + " size=" + device.mediaSize() + " sector=" + device.sectorSize()
+                        + " state=serving";
+            }
+            case "destroy" -> {
+                device.destroy(false);
+                return "ok";
+            }
+            case "destroy force" -> {
+                device.destroy(true);
+                return "ok";
+            }
+            default -> {
+                return "error unknown request '" + request + "'";
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+package org.nbdroot.client.ggate;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CountDownLatch;
+import java.util.logging.Logger;
+import org.nbdroot.proto.ExportInfo;
+import org.nbdroot.proto.session.NbdSession;
+import org.nbdroot.proto.wire.TransmissionFlag;
+
+/**
+ * A GEOM Gate unit served from an NBD session: creates the unit (or takes over one whose
+ * daemon died), runs the workers, and resizes or destroys it.
+ */
+public final class GgateDevice implements AutoCloseable {
+    private static final Logger LOG = Logger.getLogger(GgateDevice.class.getName());
+
+    private final NbdSession session;
+    private final GgateOptions options;
+    private final int unit;
+    private final long mediaSize;
+    private final int sectorSize;
+    private final CountDownLatch workersDone;
+    private final List<Thread> threads = new ArrayList<>();
+    private volatile boolean stopping;
+    private volatile Throwable workerFailure;
+
+    private GgateDevice(NbdSession session, GgateOptions options, int unit, long mediaSize, int sectorSize) {
+        this.session = session;
+        this.options = options;
+        this.unit = unit;
+        this.mediaSize = mediaSize;
+        this.sectorSize = sectorSize;
+        this.workersDone = new CountDownLatch(options.workers());
+    }
+
+    /** The sector size for an export: as asked, else 512 or the export's minimum block if larger. */
+    static int sectorSizeFor(ExportInfo export, GgateOptions options) {
+        int minimum = export.blockSize().minimum();
+        int sector = options.sectorSize() != 0 ? options.sectorSize() : Math.max(512, minimum);
+        if (sector % minimum != 0) {
+            throw new IllegalArgumentException("sector size " + sector + " is not a multiple of the export's minimum block size "
+                    + minimum);
+        }
+        return sector;
+    }
+
+    /** Creates a new unit for the session's export and starts serving it. */
+    public static GgateDevice create(NbdSession session, GgateOptions options, String info) throws GgateException {
+        ExportInfo export = session.export();
+        int sector = sectorSizeFor(export, options);
+        long size = export.size() - export.size() % sector;
+        if (size != export.size()) {
+            LOG.warning("the export's size " + export.size() + " is not a multiple of the sector size " + sector
+                    + ": the device ends at " + size);
+        }
+        if (size <= 0) {
+            throw new GgateException("the export (" + export.size() + " bytes) is smaller than one sector");
+        }
+        int flags = export.readOnly() || options.readOnly() ? GgateAbi.FLAG_READONLY : 0;
+        int unit;
+        try (GgateControl control = GgateControl.open()) {
+            unit = control.create(options.unit(), size, sector, flags, options.queueSize(), options.timeout(), info);
+        }
+        GgateDevice device = new GgateDevice(session, options, unit, size, sector);
+        device.startWorkers();
+        return device;
+    }
+
+    /**
+     * Takes over a unit whose daemon died: puts every request it had taken back in the queue
+     * (CANCEL with seq 0), then serves it.
+     */
+    public static GgateDevice rescue(NbdSession session, GgateOptions options, int unit) throws GgateException {
+        ExportInfo export = session.export();
+        int sector = sectorSizeFor(export, options);
+        try (GgateControl control = GgateControl.open()) {
+            control.cancel(unit, 0);
+        }
+        GgateDevice device = new GgateDevice(session, options, unit, export.size() - export.size() % sector, sector);
+        device.startWorkers();
+        return device;
+    }
+
+    private void startWorkers() throws GgateException {
+        for (int i = 0; i < options.workers(); i++) {
+            GgateControl control = GgateControl.open();
+            Thread t = new Thread(new GgateWorker(this, control, session), name() + "-worker-" + i);
+            t.setDaemon(true);
+            threads.add(t);
+        }
+        threads.forEach(Thread::start);
+    }
+
+    public int unit() {
+        return unit;
+    }
+
+    public String name() {
+        return GgateAbi.PROVIDER_NAME + unit;
+    }
+
+    public long mediaSize() {
+        return mediaSize;
+    }
+
+    public int sectorSize() {
+        return sectorSize;
+    }
+
+    boolean stopping() {
+        return stopping;
+    }
+
+    void workerFailed(Throwable t) {
+        workerFailure = t;
+    }
+
+    void workerExited() {
+        workersDone.countDown();
+    }
+
+    /** Waits until every worker has stopped (the unit was destroyed); returns a worker's failure, if any. */
+    public Throwable awaitTermination() throws InterruptedException {
+        workersDone.await();
+        return workerFailure;
+    }
+
+    /** Grows or shrinks the device to a new export size (a multiple of the sector size). */
+    public void resize(long newExportSize) throws GgateException {
+        long size = newExportSize - newExportSize % sectorSize;
+        try (GgateControl control = GgateControl.open()) {
+            control.resize(unit, size);
+        }
+    }
+
+    /**
+     * Flushes the export if it can, then destroys the unit: without force the kernel refuses
+     * while the device is open; with force, requests still queued fail with ENXIO.
+     */
+    public void destroy(boolean force) throws GgateException {
+        if (session.export().has(TransmissionFlag.SEND_FLUSH) && !session.export().readOnly()) {
+            try {
+                session.flush().get();
+            } catch (Exception e) {
+                LOG.warning(name() + ": flush before destroy failed: " + e.getMessage());
+            }
+        }
+        stopping = true;
+        try (GgateControl control = GgateControl.open()) {
+            control.destroy(unit, force);
+        } catch (GgateException e) {
+            stopping = false;
+            throw e;
+        }
+    }
+
+    @Override
+    public void close() throws GgateException {
+        destroy(true);
+    }
+}
