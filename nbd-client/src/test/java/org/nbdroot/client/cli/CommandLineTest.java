@@ -1,0 +1,97 @@
+package org.nbdroot.client.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.nbdroot.proto.interop.PeerServer;
+
+/** The commands as a user runs them: output, exit status, and one clear line on stderr when they fail. */
+class CommandLineTest {
+    record Run(int status, String out, String err) {}
+
+    static Run run(String... args) {
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        ByteArrayOutputStream err = new ByteArrayOutputStream();
+        int status = NbdClientCommand.run(args, new PrintStream(out, true, StandardCharsets.UTF_8),
+                new PrintStream(err, true, StandardCharsets.UTF_8));
+        return new Run(status, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+    }
+
+    @TempDir
+    static Path dir;
+    static PeerServer server;
+    static String uri;
+
+    @BeforeAll
+    static void startServer() throws Exception {
+        Path disk = dir.resolve("disk.img");
+        Files.write(disk, new byte[64 << 20]);
+        server = PeerServer.nbdServer(dir, disk, "root");
+        uri = server.uri.toString();
+    }
+
+    @AfterAll
+    static void stopServer() throws Exception {
+        server.close();
+    }
+
+    @Test
+    void listPrintsExportNames() {
+        Run r = run("list", "127.0.0.1", String.valueOf(server.uri.endpoint().toString().split(":")[1]));
+        assertEquals(0, r.status(), r.err());
+        assertEquals("root\n", r.out());
+    }
+
+    @Test
+    void infoJsonHasTheDocumentedFields() {
+        Run r = run("info", uri, "--json");
+        assertEquals(0, r.status(), r.err());
+        String json = r.out();
+        assertTrue(json.contains("\"export\": \"root\""), json);
+        assertTrue(json.contains("\"size\": 67108864"), json);
+        assertTrue(json.contains("\"flags\": [\"has_flags\", \"send_flush\", \"send_fua\""), json);
+        assertTrue(json.matches("(?s).*\"block_size\": \\{\"minimum\": \\d+, \"preferred\": \\d+, \"maximum\": \\d+.*"), json);
+    }
+
+    @Test
+    void benchVerifiesWhatItWrote() {
+        Run r = run("bench", uri, "--rw", "randwrite", "--bs", "4k", "--iodepth", "8", "--runtime", "1", "--verify", "--json");
+        assertEquals(0, r.status(), r.err());
+        assertTrue(r.out().contains("\"errors\": 0"), r.out());
+        assertTrue(r.out().contains("\"verify_failures\": 0"), r.out());
+        assertTrue(r.out().matches("(?s).*\"verified_blocks\": [1-9].*"), "something was read back: " + r.out());
+        for (String field : List.of("\"iops\"", "\"bytes_per_second\"", "\"p50_us\"", "\"p99_us\"")) {
+            assertTrue(r.out().contains(field), field + " in " + r.out());
+        }
+    }
+
+    @Test
+    void failuresAreOneLineAndNonZero() {
+        Run noServer = run("info", "nbd://127.0.0.1:1/");
+        assertEquals(1, noServer.status());
+        assertEquals("nbd-client: cannot connect to 127.0.0.1:1: connection refused\n", noServer.err());
+
+        Run noExport = run("info", uri.replace("/root", "/nosuch"));
+        assertEquals(1, noExport.status());
+        assertTrue(noExport.err().startsWith("nbd-client: ") && noExport.err().contains("nosuch"), noExport.err());
+        assertEquals(1, noExport.err().lines().count(), noExport.err());
+
+        Run badUri = run("info", "http://example.com/");
+        assertEquals(2, badUri.status());
+        assertTrue(badUri.err().contains("unsupported URI scheme 'http'"), badUri.err());
+
+        Run badOption = run("bench", uri, "--rw", "sideways");
+        assertEquals(2, badOption.status());
+        assertTrue(badOption.err().contains("--rw must be read, write, randread or randwrite"), badOption.err());
+    }
+}
