@@ -34,7 +34,6 @@ import org.nbdroot.proto.wire.RequestEncoder;
  * and the channel is closed: nothing is handed up that the server did not properly send.
  */
 public final class NbdConnection extends ChannelInboundHandlerAdapter {
-    static final boolean IMMEDIATE = Boolean.getBoolean("nbd.immediate");
     private final Channel channel;
     private final ExportInfo export;
     private final InFlightTable inFlight;
@@ -86,10 +85,6 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             return;
         }
         submitted.add(request);
-        if (IMMEDIATE && channel.eventLoop().inEventLoop()) {
-            drain();
-            return;
-        }
         if (drainScheduled.compareAndSet(false, true)) {
             try {
                 channel.eventLoop().execute(drain);

@@ -25,6 +25,7 @@ import org.nbdroot.proto.handshake.Handshaker;
  */
 public final class NbdConnector {
     public static final Duration DEFAULT_CONNECT_TIMEOUT = Duration.ofSeconds(10);
+    private static final int MAX_SOCKET_READ = 1 << 20;
 
     private final Transport transport;
     private final Duration connectTimeout;
@@ -65,8 +66,7 @@ public final class NbdConnector {
                 .option(ChannelOption.CONNECT_TIMEOUT_MILLIS, (int) connectTimeout.toMillis())
                 // Large reads arrive in large socket reads: fewer system calls and buffer pieces per payload.
                 .option(ChannelOption.RCVBUF_ALLOCATOR, new io.netty.channel.AdaptiveRecvByteBufAllocator(
-                        512, 16 * 1024, Integer.getInteger("nbd.maxread", 1 << 20))
-                        .maxMessagesPerRead(Integer.getInteger("nbd.mmpr", 16)))
+                        512, 16 * 1024, MAX_SOCKET_READ))
                 .handler(new ChannelInitializer<Channel>() {
                     @Override
                     protected void initChannel(Channel ch) {
