@@ -5,6 +5,7 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.logging.Logger;
 import org.nbdroot.client.daemon.ControlServer;
+import org.nbdroot.client.daemon.DaemonControl;
 import org.nbdroot.client.daemon.Daemonizer;
 import org.nbdroot.client.daemon.RunDirectory;
 import org.nbdroot.client.ggate.GgateAbi;
@@ -109,7 +110,8 @@ final class ServeCommand {
                     : GgateDevice.create(session, ggate, target.uri().toString());
             Path socket = RunDirectory.socketFor(device.name());
             String source = target.uri().toString();
-            try (ControlServer control = ControlServer.start(socket, request -> handle(request, device, source))) {
+            DaemonControl handler = new DaemonControl(device, target.uri());
+            try (ControlServer control = ControlServer.start(socket, handler)) {
                 System.out.println(device.name());
                 System.out.flush();
                 if (options.detached) {
@@ -128,23 +130,4 @@ final class ServeCommand {
         return 0;
     }
 
-    private static String handle(String request, GgateDevice device, String source) throws Exception {
-        switch (request) {
-            case "status" -> {
-                return "ok " + device.name() + " " + source + " size=" + device.mediaSize() + " sector=" + device.sectorSize()
-                        + " state=serving";
-            }
-            case "destroy" -> {
-                device.destroy(false);
-                return "ok";
-            }
-            case "destroy force" -> {
-                device.destroy(true);
-                return "ok";
-            }
-            default -> {
-                return "error unknown request '" + request + "'";
-            }
-        }
-    }
 }

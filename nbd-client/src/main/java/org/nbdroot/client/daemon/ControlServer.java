@@ -14,8 +14,8 @@ import java.util.logging.Logger;
 
 /**
  * A daemon's control socket: one request line in, one reply out, then the connection
- * closes. Requests: {@code status}, {@code destroy}, {@code destroy force},
- * {@code resize}. Replies start with {@code ok} or {@code error}.
+ * closes. Requests: {@code status}, {@code destroy}, {@code destroy force}.
+ * Replies start with {@code ok} or {@code error}.
  */
 public final class ControlServer implements AutoCloseable {
     private static final Logger LOG = Logger.getLogger(ControlServer.class.getName());

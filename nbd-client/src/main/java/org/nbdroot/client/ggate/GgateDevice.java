@@ -18,7 +18,7 @@ public final class GgateDevice implements AutoCloseable {
     private final NbdSession session;
     private final GgateOptions options;
     private final int unit;
-    private final long mediaSize;
+    private volatile long mediaSize;
     private final int sectorSize;
     private final CountDownLatch workersDone;
     private final List<Thread> threads = new ArrayList<>();
@@ -132,6 +132,7 @@ public final class GgateDevice implements AutoCloseable {
         try (GgateControl control = GgateControl.open()) {
             control.resize(unit, size);
         }
+        mediaSize = size;
     }
 
     /**
