@@ -7,7 +7,7 @@ import org.nbdroot.proto.wire.NbdConstants;
 /**
  * What a handshake should achieve.
  *
- * @param goal              enter transmission on an export, or list the server's exports
+ * @param goal              enter transmission on an export, describe it without entering (INFO), or list the exports
  * @param exportName        the export to open ("" is the server's default export)
  * @param structuredReplies ask for structured replies (needed for meta contexts and sparse reads)
  * @param metaContexts      meta contexts to set, e.g. {@code base:allocation}
@@ -22,7 +22,12 @@ public record HandshakePlan(
         boolean listMetaContexts,
         Duration timeout) {
 
-    public enum Goal { TRANSMISSION, LIST_EXPORTS }
+    public enum Goal {
+        TRANSMISSION,
+        /** NBD_OPT_INFO: the export's description without entering transmission (GO if the server lacks INFO). */
+        INFO,
+        LIST_EXPORTS
+    }
 
     public static final Duration DEFAULT_TIMEOUT = Duration.ofSeconds(30);
 
@@ -37,6 +42,10 @@ public record HandshakePlan(
 
     public static HandshakePlan listExports() {
         return new HandshakePlan(Goal.LIST_EXPORTS, "", false, List.of(), false, DEFAULT_TIMEOUT);
+    }
+
+    public HandshakePlan withGoal(Goal g) {
+        return new HandshakePlan(g, exportName, structuredReplies, metaContexts, listMetaContexts, timeout);
     }
 
     public HandshakePlan withStructuredReplies(boolean on) {

@@ -161,7 +161,7 @@ public final class Handshaker extends ByteToMessageDecoder {
                 pending.add(NbdOption.SET_META_CONTEXT);
             }
         }
-        pending.add(NbdOption.GO);
+        pending.add(plan.goal() == HandshakePlan.Goal.INFO ? NbdOption.INFO : NbdOption.GO);
     }
 
     private void sendNextOption(ChannelHandlerContext ctx) {
@@ -169,7 +169,7 @@ public final class Handshaker extends ByteToMessageDecoder {
         ByteBuf data = ctx.alloc().buffer();
         switch (current) {
             case EXPORT_NAME -> data.writeBytes(plan.exportName().getBytes(UTF_8));
-            case GO -> {
+            case GO, INFO -> {
                 writeString(data, plan.exportName());
                 data.writeShort(3);
                 data.writeShort(NbdConstants.INFO_NAME);
@@ -253,7 +253,7 @@ public final class Handshaker extends ByteToMessageDecoder {
             } else {
                 availableMetaContexts.add(name);
             }
-        } else if (current == NbdOption.GO && type == OptionReplyType.INFO.code()) {
+        } else if ((current == NbdOption.GO || current == NbdOption.INFO) && type == OptionReplyType.INFO.code()) {
             onInfo(payload);
         } else {
             throw new NbdProtocolException(String.format("unexpected reply type %#x to %s", type, current.specName()));
@@ -292,14 +292,14 @@ public final class Handshaker extends ByteToMessageDecoder {
         switch (current) {
             case STRUCTURED_REPLY -> structuredReplies = true;
             case LIST -> {
-                finish(ctx, new HandshakeResult(null, List.copyOf(exports), List.of()));
+                finish(ctx, new HandshakeResult(null, List.copyOf(exports), List.of(), false));
                 return;
             }
-            case GO -> {
+            case GO, INFO -> {
                 if (size < 0) {
-                    throw new NbdProtocolException("NBD_OPT_GO was acknowledged without NBD_INFO_EXPORT");
+                    throw new NbdProtocolException(current.specName() + " was acknowledged without NBD_INFO_EXPORT");
                 }
-                enterTransmission(ctx);
+                describeExport(ctx, current == NbdOption.GO);
                 return;
             }
             default -> { }
@@ -327,10 +327,10 @@ public final class Handshaker extends ByteToMessageDecoder {
                 metaContexts.clear(); // a failed SET_META_CONTEXT still replaces every earlier context
                 sendNextOption(ctx);
             }
-            case GO -> {
+            case GO, INFO -> {
                 if (refusal.is(OptionReplyType.ERR_UNSUP)) {
-                    // An older server: the export name option still works, without block sizes.
-                    pending.add(NbdOption.EXPORT_NAME);
+                    // An older server: INFO falls back to GO, GO to the export name option (without block sizes).
+                    pending.add(current == NbdOption.INFO ? NbdOption.GO : NbdOption.EXPORT_NAME);
                     sendNextOption(ctx);
                 } else if (refusal.is(OptionReplyType.ERR_UNKNOWN)) {
                     throw new NbdException("no such export '" + plan.exportName() + "' on the server"
@@ -352,10 +352,10 @@ public final class Handshaker extends ByteToMessageDecoder {
         size = checkSize(in.readLong());
         transmissionFlags = in.readUnsignedShort();
         in.skipBytes(length - EXPORT_NAME_REPLY_LENGTH);
-        enterTransmission(ctx);
+        describeExport(ctx, true);
     }
 
-    private void enterTransmission(ChannelHandlerContext ctx) throws NbdException {
+    private void describeExport(ChannelHandlerContext ctx, boolean transmission) throws NbdException {
         BlockSize blocks = blockSize != null ? blockSize : BlockSize.DEFAULT;
         if (size % blocks.minimum() != 0) {
             throw new NbdProtocolException(String.format(
@@ -364,16 +364,15 @@ public final class Handshaker extends ByteToMessageDecoder {
         String name = canonicalName != null && !canonicalName.isEmpty() ? canonicalName : plan.exportName();
         ExportInfo export = new ExportInfo(name, description, size, transmissionFlags, blocks, blockSize != null,
                 structuredReplies, Map.copyOf(metaContexts));
-        finish(ctx, new HandshakeResult(export, List.of(), List.copyOf(availableMetaContexts)));
+        finish(ctx, new HandshakeResult(export, List.of(), List.copyOf(availableMetaContexts), transmission));
     }
 
     private void finish(ChannelHandlerContext ctx, HandshakeResult outcome) {
         state = State.DONE;
         timeout.cancel(false);
-        if (outcome.export() != null && beforeTransmission != null) {
+        if (outcome.transmission()) {
             beforeTransmission.accept(ctx, outcome);
-        }
-        if (outcome.export() == null) {
+        } else {
             sendAbort(ctx);
         }
         ctx.pipeline().remove(this);

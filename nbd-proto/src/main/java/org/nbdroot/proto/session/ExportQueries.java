@@ -24,16 +24,30 @@ public final class ExportQueries {
     }
 
     /**
-     * Opens the export as a session would (so the answer is what a session gets), asks for
-     * the available meta contexts too, then disconnects cleanly.
+     * Opens the export as a session would (same options, so the same answer), asks for the
+     * meta contexts the server offers too, then disconnects cleanly. GO rather than
+     * NBD_OPT_INFO ({@link HandshakePlan.Goal#INFO}): nbd-server 3.24 answers INFO with size 0.
      */
     public static CompletableFuture<ExportDetails> inspect(NbdConnector connector, NbdUri uri, SessionOptions options) {
-        HandshakePlan plan = options.plan(uri.exportName()).withListMetaContexts(options.structuredReplies());
+        return inspect(connector, uri, options, HandshakePlan.Goal.TRANSMISSION);
+    }
+
+    private static CompletableFuture<ExportDetails> inspect(NbdConnector connector, NbdUri uri, SessionOptions options,
+            HandshakePlan.Goal goal) {
+        HandshakePlan plan = options.plan(uri.exportName()).withGoal(goal).withListMetaContexts(options.structuredReplies());
         return connector.connect(uri.endpoint(), plan, (ctx, result) -> {
             NbdConnection connection = new NbdConnection(ctx.channel(), result.export());
             ctx.pipeline().addLast(connection);
             connection.disconnect();
             return new ExportDetails(result.export(), result.availableMetaContexts());
-        }, result -> null);
+        }, result -> new ExportDetails(result.export(), result.availableMetaContexts()));
+    }
+
+    /**
+     * Describes the export with NBD_OPT_INFO, without entering transmission (GO, then
+     * NBD_CMD_DISC, when the server has no INFO).
+     */
+    public static CompletableFuture<ExportDetails> describe(NbdConnector connector, NbdUri uri, SessionOptions options) {
+        return inspect(connector, uri, options, HandshakePlan.Goal.INFO);
     }
 }

@@ -41,8 +41,9 @@ public final class NbdConnector {
 
     /**
      * Connects and hands the handshake's outcome to {@code transmission}, which runs on the
-     * channel's event loop and returns what the future completes with. For goal LIST_EXPORTS
-     * the channel is closed afterwards and {@code transmission} is not called.
+     * channel's event loop and returns what the future completes with. When the handshake ends
+     * without entering transmission (goals LIST_EXPORTS and INFO), the channel is closed and
+     * {@code listing} makes the answer instead.
      */
     public <T> CompletableFuture<T> connect(NbdEndpoint endpoint, HandshakePlan plan,
             BiFunction<ChannelHandlerContext, HandshakeResult, T> transmission,
@@ -74,7 +75,7 @@ public final class NbdConnector {
                         handshake.addListener(f -> {
                             if (!f.isSuccess()) {
                                 outcome.completeExceptionally(f.cause());
-                            } else if (plan.goal() == HandshakePlan.Goal.LIST_EXPORTS) {
+                            } else if (!handshake.getNow().transmission()) {
                                 ch.close();
                                 outcome.complete(listing.apply(handshake.getNow()));
                             } else {

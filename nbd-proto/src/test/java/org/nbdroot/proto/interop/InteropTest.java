@@ -123,6 +123,10 @@ class InteropTest {
 
         var details = await(ExportQueries.inspect(connector, server.uri, SessionOptions.DEFAULT));
         assertEquals(DISK, details.export().size());
+        var described = await(ExportQueries.describe(connector, server.uri, SessionOptions.DEFAULT)); // NBD_OPT_INFO
+        if (kind != Server.NBD_SERVER) { // nbd-server 3.24 answers NBD_OPT_INFO with size 0
+            assertEquals(details.export(), described.export(), "INFO and GO describe the export alike");
+        }
         boolean structured = kind != Server.NBDKIT_FILE_NO_STRUCTURED_REPLIES && kind != Server.NBD_SERVER;
         assertEquals(structured, details.export().structuredReplies(), "structured replies");
 
