@@ -249,14 +249,49 @@ class GgateDaemonTest {
         }
     }
 
-    /** Starts the daemon in its own JVM, in the foreground, and waits for the device name it prints. */
-    private Process daemon(NbdUri uri, String device, boolean rescue) throws Exception {
-        List<String> command = new ArrayList<>(List.of(ProcessHandle.current().info().command().orElse("java"),
+    @Test
+    void withoutForegroundTheDaemonGoesToTheBackgroundOnceServing() throws Exception {
+        try (PeerServer server = nbdkit()) {
+            List<String> command = new ArrayList<>(javaCommand());
+            command.addAll(List.of("--workers", "4", server.uri.toString())); // no device: the next free unit
+            Process parent = new ProcessBuilder(command).redirectError(dir.resolve("parent.log").toFile()).start();
+            String printed = new String(parent.getInputStream().readAllBytes()).strip();
+            assertTrue(parent.waitFor(30, TimeUnit.SECONDS), "the starting process returns");
+            assertEquals(0, parent.exitValue(), Files.readString(dir.resolve("parent.log")));
+            assertEquals("ggate0", printed, "it prints the unit it made");
+
+            Path socket = dir.resolve("run").resolve("ggate0.sock");
+            assertTrue(Files.exists(socket), "the daemon lives on, answering on its control socket");
+            List<Long> ids = new ArrayList<>();
+            List<long[]> ranges = queueWrites(0, new Random(8), 20, ids);
+            for (long id : ids) {
+                assertTrue(kernel.awaitBio(id, WAIT).ok());
+            }
+            assertReadsMatchModel(0, ranges);
+            assertEquals(0, org.nbdroot.client.cli.CommandLineRunner.run("destroy", "ggate0").status());
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            while (Files.exists(socket) && System.nanoTime() < deadline) {
+                Thread.sleep(50);
+            }
+            assertTrue(!Files.exists(socket), "the daemon removed its socket on the way out");
+            assertTrue(Files.readString(dir.resolve("run").resolve("ggate0.log")).contains("ggate0: serving"),
+                    "the background daemon logs to its file");
+        }
+        assertBackingMatchesModel();
+    }
+
+    private List<String> javaCommand() {
+        return List.of(ProcessHandle.current().info().command().orElse("java"),
                 "-cp", System.getProperty("java.class.path"),
                 "-Dnbd.ggate.libc=" + GgateEmulator.libraryPath(),
                 "-Dnbd.ggate.ctl=" + kernel.socketPath(),
                 "-Dnbd.rundir=" + System.getProperty("nbd.rundir"),
-                "org.nbdroot.client.Main"));
+                "org.nbdroot.client.Main");
+    }
+
+    /** Starts the daemon in its own JVM, in the foreground, and waits for the device name it prints. */
+    private Process daemon(NbdUri uri, String device, boolean rescue) throws Exception {
+        List<String> command = new ArrayList<>(javaCommand());
         if (rescue) {
             command.add("rescue");
         }
