@@ -16,8 +16,7 @@ import java.util.List;
 import java.util.Random;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -26,8 +25,6 @@ import org.nbdroot.proto.Extent;
 import org.nbdroot.proto.session.ExportQueries;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.session.SessionOptions;
-import org.nbdroot.proto.transport.NbdConnector;
-import org.nbdroot.proto.transport.Transport;
 import org.nbdroot.proto.wire.CommandFlag;
 import org.nbdroot.proto.wire.TransmissionFlag;
 
@@ -74,19 +71,8 @@ class InteropTest {
         }
     }
 
-    static Transport transport;
-    static NbdConnector connector;
-
-    @BeforeAll
-    static void startTransport() {
-        transport = Transport.create(2);
-        connector = new NbdConnector(transport, Duration.ofSeconds(5));
-    }
-
-    @AfterAll
-    static void stopTransport() {
-        transport.close();
-    }
+    @RegisterExtension
+    static final EngineExtension engine = new EngineExtension(2);
 
     @TempDir
     Path dir;
@@ -118,19 +104,19 @@ class InteropTest {
 
     private void exercise(Server kind, PeerServer server, byte[] shadow) throws Exception {
         String export = server.uri.exportName();
-        List<ExportListing> exports = await(ExportQueries.list(connector, server.uri.endpoint(), SessionOptions.DEFAULT));
+        List<ExportListing> exports = await(ExportQueries.list(engine.connector(), server.uri.endpoint(), SessionOptions.DEFAULT));
         assertTrue(exports.stream().anyMatch(e -> e.name().equals(export)), "listing " + exports + " lacks '" + export + "'");
 
-        var details = await(ExportQueries.inspect(connector, server.uri, SessionOptions.DEFAULT));
+        var details = await(ExportQueries.inspect(engine.connector(), server.uri, SessionOptions.DEFAULT));
         assertEquals(DISK, details.export().size());
-        var described = await(ExportQueries.describe(connector, server.uri, SessionOptions.DEFAULT)); // NBD_OPT_INFO
+        var described = await(ExportQueries.describe(engine.connector(), server.uri, SessionOptions.DEFAULT)); // NBD_OPT_INFO
         if (kind != Server.NBD_SERVER) { // nbd-server 3.24 answers NBD_OPT_INFO with size 0
             assertEquals(details.export(), described.export(), "INFO and GO describe the export alike");
         }
         boolean structured = kind != Server.NBDKIT_FILE_NO_STRUCTURED_REPLIES && kind != Server.NBD_SERVER;
         assertEquals(structured, details.export().structuredReplies(), "structured replies");
 
-        try (NbdSession session = await(NbdSession.connect(connector, server.uri, SessionOptions.DEFAULT))) {
+        try (NbdSession session = await(NbdSession.connect(engine.connector(), server.uri, SessionOptions.DEFAULT))) {
             var info = session.export();
             Random random = new Random(7);
             int align = Math.max(info.blockSize().minimum(), 512);

@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import static org.nbdroot.proto.interop.EngineExtension.failureOf;
+
 import io.netty.buffer.ByteBuf;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -12,8 +14,7 @@ import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.nbdroot.proto.NbdException;
@@ -23,9 +24,7 @@ import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.session.SessionOptions;
 import org.nbdroot.proto.testing.ScriptedNbdServer;
 import org.nbdroot.proto.testing.ScriptedNbdServer.Fault;
-import org.nbdroot.proto.transport.NbdConnector;
 import org.nbdroot.proto.transport.NbdUri;
-import org.nbdroot.proto.transport.Transport;
 import org.nbdroot.proto.wire.NbdError;
 
 /**
@@ -34,19 +33,8 @@ import org.nbdroot.proto.wire.NbdError;
  * no caller ever gets data as success. Errors the protocol allows fail their own request only.
  */
 class MisbehavingServerTest {
-    static Transport transport;
-    static NbdConnector connector;
-
-    @BeforeAll
-    static void start() {
-        transport = Transport.create(1);
-        connector = new NbdConnector(transport, Duration.ofSeconds(5));
-    }
-
-    @AfterAll
-    static void stop() {
-        transport.close();
-    }
+    @RegisterExtension
+    static final EngineExtension engine = new EngineExtension(1);
 
     private static SessionOptions options(boolean structured) {
         return new SessionOptions(1, structured, SessionOptions.DEFAULT.metaContexts(), Duration.ofSeconds(5),
@@ -69,7 +57,7 @@ class MisbehavingServerTest {
     void aBrokenReplyEndsTheConnectionAndFailsEverythingOnIt(Fault fault, boolean structured, String expected)
             throws Exception {
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(1 << 20).readChunkSize(1024).start()) {
-            NbdSession session = NbdSession.connect(connector, NbdUri.parse(server.uri()), options(structured))
+            NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(structured))
                     .get(5, TimeUnit.SECONDS);
             // Warm up: a correct read first, so the fault lands in an established session.
             session.read(0, 4096).get(5, TimeUnit.SECONDS).release();
@@ -112,7 +100,7 @@ class MisbehavingServerTest {
             byte[] data = new byte[4096];
             java.util.Arrays.fill(data, (byte) 7);
             server.write(4096, data);
-            NbdSession session = NbdSession.connect(connector, NbdUri.parse(server.uri()), options(structured))
+            NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(structured))
                     .get(5, TimeUnit.SECONDS);
             server.armFault(fault);
             Throwable failure = failureOf(session.read(0, 4096));
@@ -141,7 +129,7 @@ class MisbehavingServerTest {
     void aBrokenHandshakeFailsWithAMessage(Fault fault, String expected) throws Exception {
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(1 << 20).start()) {
             server.armFault(fault);
-            Throwable failure = failureOf(NbdSession.connect(connector, NbdUri.parse(server.uri()), options(true)));
+            Throwable failure = failureOf(NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(true)));
             assertInstanceOf(NbdException.class, failure);
             assertTrue(failure.getMessage().contains(expected), failure.getMessage());
         }
@@ -151,25 +139,12 @@ class MisbehavingServerTest {
     void listingWithAnOverlongNameFails() throws Exception {
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().start()) {
             server.armFault(Fault.OVERLONG_STRING);
-            Throwable failure = failureOf(org.nbdroot.proto.session.ExportQueries.list(connector,
+            Throwable failure = failureOf(org.nbdroot.proto.session.ExportQueries.list(engine.connector(),
                     NbdUri.parse(server.uri()).endpoint(), SessionOptions.DEFAULT));
             assertInstanceOf(NbdProtocolException.class, failure);
             assertTrue(failure.getMessage().contains("export name in NBD_REP_SERVER"), failure.getMessage());
         }
     }
 
-    static Throwable failureOf(CompletableFuture<?> future) throws InterruptedException {
-        try {
-            Object value = future.get(10, TimeUnit.SECONDS);
-            if (value instanceof ByteBuf b) {
-                b.release();
-            }
-            throw new AssertionError("expected a failure, got " + value);
-        } catch (ExecutionException e) {
-            return e.getCause();
-        } catch (java.util.concurrent.TimeoutException e) {
-            throw new AssertionError("no answer within 10 s: the client hangs", e);
-        }
-    }
 
 }

@@ -6,6 +6,8 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import static org.nbdroot.proto.interop.EngineExtension.failureOf;
+
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import java.nio.file.Files;
@@ -17,35 +19,21 @@ import java.util.Random;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
 import org.nbdroot.proto.Extent;
 import org.nbdroot.proto.NbdServerErrorException;
 import org.nbdroot.proto.NbdUnsupportedException;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.session.SessionOptions;
-import org.nbdroot.proto.transport.NbdConnector;
-import org.nbdroot.proto.transport.Transport;
 import org.nbdroot.proto.wire.NbdError;
 import org.nbdroot.proto.wire.TransmissionFlag;
 
 /** nbdkit's filters change what the server offers or does; the engine must follow. */
 class NbdkitFiltersTest {
-    static Transport transport;
-    static NbdConnector connector;
-
-    @BeforeAll
-    static void start() {
-        transport = Transport.create(2);
-        connector = new NbdConnector(transport, Duration.ofSeconds(5));
-    }
-
-    @AfterAll
-    static void stop() {
-        transport.close();
-    }
+    @RegisterExtension
+    static final EngineExtension engine = new EngineExtension(2);
 
     @TempDir
     Path dir;
@@ -65,7 +53,7 @@ class NbdkitFiltersTest {
     }
 
     private static NbdSession open(PeerServer server, SessionOptions options) throws Exception {
-        return NbdSession.connect(connector, server.uri, options).get(10, TimeUnit.SECONDS);
+        return NbdSession.connect(engine.connector(), server.uri, options).get(10, TimeUnit.SECONDS);
     }
 
     @Test
@@ -87,7 +75,7 @@ class NbdkitFiltersTest {
             back.readBytes(got);
             back.release();
             assertArrayEquals(data, got);
-            assertInstanceOf(IllegalArgumentException.class, failure(session.read(512, 4096)), "misaligned: not sent");
+            assertInstanceOf(IllegalArgumentException.class, failureOf(session.read(512, 4096)), "misaligned: not sent");
         }
     }
 
@@ -97,7 +85,7 @@ class NbdkitFiltersTest {
                 NbdSession session = open(server, SessionOptions.DEFAULT)) {
             session.write(0, Unpooled.wrappedBuffer(new byte[4096]), false).get(10, TimeUnit.SECONDS);
             for (int i = 0; i < 4; i++) {
-                NbdServerErrorException e = assertInstanceOf(NbdServerErrorException.class, failure(session.read(0, 4096)));
+                NbdServerErrorException e = assertInstanceOf(NbdServerErrorException.class, failureOf(session.read(0, 4096)));
                 assertEquals(NbdError.EIO, e.error());
             }
             session.write(4096, Unpooled.wrappedBuffer(new byte[4096]), false).get(10, TimeUnit.SECONDS);
@@ -136,7 +124,7 @@ class NbdkitFiltersTest {
         try (PeerServer server = nbdkit(List.of("nozero", "zeromode=none"), "memory", "size=16M");
                 NbdSession session = open(server, SessionOptions.DEFAULT)) {
             assertFalse(session.export().has(TransmissionFlag.SEND_WRITE_ZEROES));
-            assertInstanceOf(NbdUnsupportedException.class, failure(session.writeZeroes(0, 4096, 0)));
+            assertInstanceOf(NbdUnsupportedException.class, failureOf(session.writeZeroes(0, 4096, 0)));
         }
     }
 
@@ -167,17 +155,4 @@ class NbdkitFiltersTest {
         }
     }
 
-    private static Throwable failure(CompletableFuture<?> future) throws InterruptedException {
-        try {
-            Object v = future.get(10, TimeUnit.SECONDS);
-            if (v instanceof ByteBuf b) {
-                b.release();
-            }
-            throw new AssertionError("expected a failure");
-        } catch (ExecutionException e) {
-            return e.getCause();
-        } catch (java.util.concurrent.TimeoutException e) {
-            throw new AssertionError("no answer", e);
-        }
-    }
 }

@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import static org.nbdroot.proto.interop.EngineExtension.failureOf;
+
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import java.time.Duration;
@@ -14,34 +16,20 @@ import java.util.Random;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.nbdroot.proto.NbdUnsupportedException;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.session.SessionOptions;
 import org.nbdroot.proto.testing.ScriptedNbdProtocol;
 import org.nbdroot.proto.testing.ScriptedNbdServer;
 import org.nbdroot.proto.testing.ScriptedRequest;
-import org.nbdroot.proto.transport.NbdConnector;
 import org.nbdroot.proto.transport.NbdUri;
-import org.nbdroot.proto.transport.Transport;
 
 /** The engine against the scripted server's correct but demanding behaviour. */
 class ScriptedServerTest {
-    static Transport transport;
-    static NbdConnector connector;
-
-    @BeforeAll
-    static void start() {
-        transport = Transport.create(1);
-        connector = new NbdConnector(transport, Duration.ofSeconds(5));
-    }
-
-    @AfterAll
-    static void stop() {
-        transport.close();
-    }
+    @RegisterExtension
+    static final EngineExtension engine = new EngineExtension(1);
 
     @Test
     void repliesOutOfOrderAndReadsInShuffledChunksWithHoles() throws Exception {
@@ -57,7 +45,7 @@ class ScriptedServerTest {
                 }
             }
             server.write(0, data);
-            try (NbdSession session = NbdSession.connect(connector, NbdUri.parse(server.uri()), SessionOptions.DEFAULT)
+            try (NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), SessionOptions.DEFAULT)
                     .get(5, TimeUnit.SECONDS)) {
                 List<CompletableFuture<ByteBuf>> reads = new ArrayList<>();
                 List<long[]> ranges = new ArrayList<>();
@@ -86,15 +74,15 @@ class ScriptedServerTest {
         int flags = ScriptedNbdProtocol.NBD_FLAG_HAS_FLAGS; // no flush, FUA, trim, zeroes, cache
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(1 << 20).transmissionFlags(flags)
                 .blockSizes(4096, 4096, 64 << 10).start()) {
-            try (NbdSession session = NbdSession.connect(connector, NbdUri.parse(server.uri()), SessionOptions.DEFAULT)
+            try (NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), SessionOptions.DEFAULT)
                     .get(5, TimeUnit.SECONDS)) {
                 assertUnsupported(session.flush());
                 assertUnsupported(session.trim(0, 4096, false));
                 assertUnsupported(session.writeZeroes(0, 4096, 0));
                 assertUnsupported(session.cache(0, 4096));
                 assertUnsupported(session.write(0, Unpooled.wrappedBuffer(new byte[4096]), true));
-                assertInstanceOf(IllegalArgumentException.class, failure(session.read(100, 4096)), "misaligned");
-                assertInstanceOf(IllegalArgumentException.class, failure(session.read(1 << 20, 4096)), "past the end");
+                assertInstanceOf(IllegalArgumentException.class, failureOf(session.read(100, 4096)), "misaligned");
+                assertInstanceOf(IllegalArgumentException.class, failureOf(session.read(1 << 20, 4096)), "past the end");
                 // A write longer than the 64 KiB maximum goes out in pieces of at most 64 KiB.
                 byte[] big = new byte[256 << 10];
                 new Random(1).nextBytes(big);
@@ -114,7 +102,7 @@ class ScriptedServerTest {
     @Test
     void fallsBackToExportNameWithoutGo() throws Exception {
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(1 << 20).supportsGo(false).start()) {
-            try (NbdSession session = NbdSession.connect(connector, NbdUri.parse(server.uri()), SessionOptions.DEFAULT)
+            try (NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), SessionOptions.DEFAULT)
                     .get(5, TimeUnit.SECONDS)) {
                 assertEquals(1 << 20, session.export().size());
                 session.read(0, 4096).get(5, TimeUnit.SECONDS).release();
@@ -124,17 +112,7 @@ class ScriptedServerTest {
     }
 
     private static void assertUnsupported(CompletableFuture<?> future) throws InterruptedException {
-        assertInstanceOf(NbdUnsupportedException.class, failure(future));
+        assertInstanceOf(NbdUnsupportedException.class, failureOf(future));
     }
 
-    private static Throwable failure(CompletableFuture<?> future) throws InterruptedException {
-        try {
-            future.get(5, TimeUnit.SECONDS);
-            throw new AssertionError("expected a failure");
-        } catch (ExecutionException e) {
-            return e.getCause();
-        } catch (java.util.concurrent.TimeoutException e) {
-            throw new AssertionError("no answer", e);
-        }
-    }
 }
