@@ -13,9 +13,11 @@ package org.nbdroot.client.bench;
  * @param verifiedBlocks blocks whose content was checked
  * @param latency        per-request latency
  * @param stopReason     why the run ended early, or null
+ * @param reconnects     connections lost and opened again during the run
  */
 public record BenchResult(BenchConfig config, int connections, long elapsedNanos, long ios, long bytes,
-        long errors, long verifyFailures, long verifiedBlocks, LatencyHistogram latency, String stopReason) {
+        long errors, long verifyFailures, long verifiedBlocks, LatencyHistogram latency, String stopReason,
+        long reconnects) {
 
     public double seconds() {
         return elapsedNanos / 1e9;

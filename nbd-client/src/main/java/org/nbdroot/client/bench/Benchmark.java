@@ -62,6 +62,7 @@ public final class Benchmark {
 
     public BenchResult run() throws Exception {
         long verified = 0;
+        long reconnectsBefore = session.reconnects();
         if (config.verify() && !config.workload().writes) {
             fillSpan();
         }
@@ -96,7 +97,8 @@ public final class Benchmark {
             verified = ios.sum();
         }
         return new BenchResult(config, session.connectionCount(), elapsed, ios.sum(), ios.sum() * config.blockSize(),
-                errors.sum() + verifyFailures.sum(), verifyFailures.sum(), verified, latency, stopReason);
+                errors.sum() + verifyFailures.sum(), verifyFailures.sum(), verified, latency, stopReason,
+                session.reconnects() - reconnectsBefore);
     }
 
     private void issue() {

@@ -130,6 +130,7 @@ final class BenchCommand implements Callable<Integer> {
         o.put("verify", r.config().verify());
         o.put("verify_failures", r.verifyFailures());
         o.put("verified_blocks", r.verifiedBlocks());
+        o.put("reconnects", r.reconnects());
         o.put("p50_us", r.percentileMicros(50));
         o.put("p90_us", r.percentileMicros(90));
         o.put("p99_us", r.percentileMicros(99));
@@ -149,7 +150,7 @@ final class BenchCommand implements Callable<Integer> {
         s.append(String.format(Locale.ROOT, "  latency (us): p50 %d   p90 %d   p99 %d   p99.9 %d   max %d%n",
                 r.percentileMicros(50), r.percentileMicros(90), r.percentileMicros(99), r.percentileMicros(99.9),
                 r.latency().max() / 1000));
-        s.append("  errors: ").append(r.errors());
+        s.append("  errors: ").append(r.errors()).append("   reconnects: ").append(r.reconnects());
         if (c.verify()) {
             s.append("   verified blocks: ").append(r.verifiedBlocks()).append("   verify failures: ").append(r.verifyFailures());
         }

@@ -1,6 +1,7 @@
 package org.nbdroot.client.cli;
 
 import java.time.Duration;
+import org.nbdroot.proto.session.ReconnectPolicy;
 import org.nbdroot.proto.session.SessionOptions;
 import picocli.CommandLine.Option;
 
@@ -17,9 +18,16 @@ public final class ConnectionOptions {
             description = "Give up connecting after this long; default ${DEFAULT-VALUE} s.")
     int connectTimeoutSeconds;
 
+    @Option(names = "--reconnect-attempts", paramLabel = "N", defaultValue = "0",
+            description = "When a connection drops, try this many times to get it back, its requests waiting "
+                    + "meanwhile; 0 (default) keeps trying for ever, -1 fails them at once.")
+    int reconnectAttempts;
+
     public SessionOptions sessionOptions() {
         SessionOptions d = SessionOptions.DEFAULT;
+        ReconnectPolicy reconnect = reconnectAttempts < 0 ? null : new ReconnectPolicy(
+                ReconnectPolicy.FOREVER.initialDelay(), ReconnectPolicy.FOREVER.maxDelay(), reconnectAttempts);
         return new SessionOptions(connections, !noStructuredReplies, d.metaContexts(),
-                Duration.ofSeconds(connectTimeoutSeconds), d.handshakeTimeout());
+                Duration.ofSeconds(connectTimeoutSeconds), d.handshakeTimeout(), reconnect);
     }
 }

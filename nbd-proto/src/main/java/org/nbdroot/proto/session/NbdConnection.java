@@ -45,10 +45,31 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     private volatile int inFlightEstimate;
     private boolean disconnecting;
 
+    /**
+     * Takes the requests of a connection that was lost before they were answered, so they can
+     * be sent again elsewhere. Without one, they fail with the cause.
+     */
+    interface LossListener {
+        void connectionLost(NbdConnection connection, Throwable cause, List<NbdRequest> unanswered);
+    }
+
+    private volatile LossListener lossListener;
+    private boolean lossReported;
+
     NbdConnection(Channel channel, ExportInfo export) {
+        this(channel, export, null);
+    }
+
+    NbdConnection(Channel channel, ExportInfo export, LossListener lossListener) {
+        this.lossListener = lossListener;
         this.channel = channel;
         this.export = export;
         this.inFlight = new InFlightTable(export.structuredReplies(), export.blockSize().minimum());
+    }
+
+    /** Set once, before requests are submitted: the session that takes this connection's lost requests. */
+    void setLossListener(LossListener listener) {
+        this.lossListener = listener;
     }
 
     /** The table the reply decoder consults; the same one this connection fills. */
@@ -81,7 +102,11 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     void submit(NbdRequest request) {
         Throwable cause = failure;
         if (cause != null) {
-            fail(request, cause);
+            if (lossListener != null && !disconnecting) {
+                lossListener.connectionLost(this, cause, List.of(request));
+            } else {
+                fail(request, cause);
+            }
             return;
         }
         submitted.add(request);
@@ -100,8 +125,13 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         boolean wrote = false;
         NbdRequest request;
         while ((request = submitted.poll()) != null) {
-            if (failure != null || disconnecting) {
-                fail(request, failure != null ? failure : new NbdException("the connection is being closed"));
+                if (failure != null || disconnecting) {
+                if (failure != null && lossListener != null && !disconnecting) {
+                    request.resetForResend();
+                    lossListener.connectionLost(this, failure, List.of(request));
+                } else {
+                    fail(request, failure != null ? failure : new NbdException("the connection is being closed"));
+                }
                 continue;
             }
             long handle = inFlight.add(request);
@@ -112,9 +142,7 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             if (request.payload != null) {
                 channel.write(headers, channel.voidPromise());
                 headers = null;
-                ByteBuf payload = request.payload;
-                request.payload = null;
-                channel.write(payload, channel.voidPromise());
+                channel.write(request.payload.retainedDuplicate(), channel.voidPromise());
             }
             wrote = true;
         }
@@ -352,6 +380,10 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         if (failure != null) {
             fail(request, failure);
         } else {
+            if (request.payload != null) {
+                request.payload.release();
+                request.payload = null;
+            }
             request.completion.complete(request, null);
         }
         if (disconnecting && inFlight.isEmpty()) {
@@ -417,12 +449,19 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
                 // The loop is gone: nothing else touches the tables any more.
             }
         }
-        for (NbdRequest request : inFlight.removeAll()) {
-            fail(request, failure);
-        }
+        List<NbdRequest> unanswered = inFlight.removeAll();
         NbdRequest request;
         while ((request = submitted.poll()) != null) {
-            fail(request, failure);
+            unanswered.add(request);
+        }
+        if (lossListener != null && !disconnecting) {
+            if (!lossReported || !unanswered.isEmpty()) {
+                lossReported = true; // channelInactive follows exceptionCaught: report the loss once
+                unanswered.forEach(NbdRequest::resetForResend);
+                lossListener.connectionLost(this, failure, unanswered);
+            }
+        } else {
+            unanswered.forEach(r -> fail(r, failure));
         }
         inFlightEstimate = 0;
         channel.close();

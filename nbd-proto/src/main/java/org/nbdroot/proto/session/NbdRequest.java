@@ -18,9 +18,9 @@ final class NbdRequest {
     final int flags;
     final long offset;
     final int length;
-    /** WRITE payload, owned by the request until it is written. */
+    /** WRITE payload, kept until the reply so the request can be sent again on a new connection. */
     ByteBuf payload;
-    final Completion completion;
+    Completion completion;
     /** The meta context a BLOCK_STATUS asks about. */
     int metaContextId = -1;
 
@@ -47,7 +47,19 @@ final class NbdRequest {
         return String.format("NBD_CMD_%s of %d bytes at offset %d", command, length, offset);
     }
 
-    /** Releases what the request still holds; for a failed or abandoned request. */
+    /** Forgets what a lost connection's reply had built up, so the request can be sent again as new. */
+    void resetForResend() {
+        if (data != null) {
+            data.release();
+            data = null;
+        }
+        coverage = null;
+        extents = null;
+        serverError = null;
+        handle = 0;
+    }
+
+    /** Releases what the request still holds, once it is complete or failed. */
     void releaseBuffers() {
         if (payload != null) {
             payload.release();

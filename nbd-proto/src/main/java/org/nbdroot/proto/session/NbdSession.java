@@ -7,6 +7,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReferenceArray;
 import org.nbdroot.proto.ExportInfo;
 import org.nbdroot.proto.Extent;
 import org.nbdroot.proto.NbdException;
@@ -34,31 +35,63 @@ public final class NbdSession implements AutoCloseable {
     /** Requests without payload (TRIM, WRITE_ZEROES, CACHE, BLOCK_STATUS) are cut at 1 GiB: aligned to any block size. */
     static final int MAX_NON_PAYLOAD_LENGTH = 1 << 30;
 
-    private final ExportInfo export;
-    private final List<NbdConnection> connections;
-    private final int maxPayload;
+    private volatile ExportInfo export;
+    private volatile int maxPayload;
+    private final AtomicReferenceArray<NbdConnection> connections;
     private final AtomicInteger next = new AtomicInteger();
+    // What reconnecting needs; null fields when the session does not reconnect.
+    private final NbdConnector connector;
+    private final NbdUri uri;
+    private final SessionOptions options;
+    private final Reconnector reconnector;
 
+    /** A session over connections that are already open, which does not reconnect. */
     private NbdSession(ExportInfo export, List<NbdConnection> connections) {
-        this.export = export;
-        this.connections = List.copyOf(connections);
-        this.maxPayload = export.blockSize().maximumPayload();
+        this(null, null, SessionOptions.DEFAULT, connections.size());
+        for (int i = 0; i < connections.size(); i++) {
+            this.connections.set(i, connections.get(i));
+        }
+        exportChanged(export);
+    }
+
+    private NbdSession(NbdConnector connector, NbdUri uri, SessionOptions options, int slots) {
+        this.connector = connector;
+        this.uri = uri;
+        this.options = options;
+        this.connections = new AtomicReferenceArray<>(slots);
+        this.reconnector = options.reconnect() == null ? null : new Reconnector(this, options.reconnect());
+    }
+
+    private void exportChanged(ExportInfo e) {
+        this.export = e;
+        this.maxPayload = e.blockSize().maximumPayload();
     }
 
     /**
      * Connects to the export, with as many connections as asked when the server allows
-     * several (CAN_MULTI_CONN), else one.
+     * several (CAN_MULTI_CONN), else one. With a {@link ReconnectPolicy} in the options, a
+     * lost connection is opened again and its unanswered requests are sent again on it.
      */
     public static CompletableFuture<NbdSession> connect(NbdConnector connector, NbdUri uri, SessionOptions options) {
         if (uri.tls()) {
             return CompletableFuture.failedFuture(new NbdException("TLS (" + uri + ") is not supported yet"));
         }
-        return openConnection(connector, uri, options).thenCompose(first -> {
+        int[] wanted = {1};
+        NbdSession[] session = {null};
+        return openConnection(connector, uri, options, null).thenCompose(first -> {
             ExportInfo export = first.export();
-            int wanted = export.has(TransmissionFlag.CAN_MULTI_CONN) ? options.connections() : 1;
+            wanted[0] = export.has(TransmissionFlag.CAN_MULTI_CONN) ? options.connections() : 1;
+            session[0] = new NbdSession(connector, uri, options, wanted[0]);
+            session[0].exportChanged(export);
+            session[0].connections.set(0, first);
+            first.setLossListener(session[0].reconnector);
+            if (session[0].reconnector != null && !first.isUsable()) {
+                // Lost between its handshake and now, before a listener could hear of it.
+                session[0].reconnector.connectionLost(first, new NbdException("connection lost"), List.of());
+            }
             List<CompletableFuture<NbdConnection>> more = new ArrayList<>();
-            for (int i = 1; i < wanted; i++) {
-                more.add(openConnection(connector, uri, options));
+            for (int i = 1; i < wanted[0]; i++) {
+                more.add(openConnection(connector, uri, options, session[0].reconnector));
             }
             return CompletableFuture.allOf(more.toArray(CompletableFuture[]::new)).handle((v, error) -> {
                 List<NbdConnection> all = new ArrayList<>();
@@ -72,27 +105,35 @@ public final class NbdSession implements AutoCloseable {
                     all.forEach(NbdConnection::disconnect);
                     throw new java.util.concurrent.CompletionException(unwrap(error));
                 }
-                for (NbdConnection c : all.subList(1, all.size())) {
+                for (int i = 1; i < all.size(); i++) {
+                    NbdConnection c = all.get(i);
                     if (c.export().size() != export.size() || c.export().flags() != export.flags()) {
                         all.forEach(NbdConnection::disconnect);
                         throw new java.util.concurrent.CompletionException(new NbdException(
                                 "the server described the export differently on a second connection"));
                     }
+                    session[0].connections.set(i, c);
                 }
-                return new NbdSession(export, all);
+                return session[0];
             });
         });
     }
 
+    /** Opens one more connection like the others: for a reconnect. */
+    CompletableFuture<NbdConnection> reopen() {
+        return openConnection(connector, uri, options, reconnector);
+    }
+
     private static CompletableFuture<NbdConnection> openConnection(NbdConnector connector, NbdUri uri,
-            SessionOptions options) {
+            SessionOptions options, NbdConnection.LossListener listener) {
         return connector.connect(uri.endpoint(), options.plan(uri.exportName()),
-                NbdSession::installTransmission, result -> null);
+                (ctx, result) -> installTransmission(ctx, result, listener), result -> null);
     }
 
     /** Puts the transmission handlers behind the handshake; runs on the event loop. */
-    private static NbdConnection installTransmission(ChannelHandlerContext ctx, HandshakeResult result) {
-        NbdConnection connection = new NbdConnection(ctx.channel(), result.export());
+    private static NbdConnection installTransmission(ChannelHandlerContext ctx, HandshakeResult result,
+            NbdConnection.LossListener listener) {
+        NbdConnection connection = new NbdConnection(ctx.channel(), result.export(), listener);
         ctx.pipeline().addLast("replies", new ReplyDecoder(connection.expectations(),
                 result.export().structuredReplies()));
         ctx.pipeline().addLast("connection", connection);
@@ -107,12 +148,47 @@ public final class NbdSession implements AutoCloseable {
         return t;
     }
 
+    NbdConnector connector() {
+        return connector;
+    }
+
+    NbdUri uri() {
+        return uri;
+    }
+
+    int slotOf(NbdConnection connection) {
+        for (int i = 0; i < connections.length(); i++) {
+            if (connections.get(i) == connection) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    /** A reconnected connection takes the lost one's place; the export may have changed. */
+    void replace(int slot, NbdConnection connection, ExportInfo newExport) {
+        connections.set(slot, connection);
+        exportChanged(newExport);
+    }
+
+    /** Connections lost and opened again since the session started. */
+    public long reconnects() {
+        return reconnector == null ? 0 : reconnector.reconnects();
+    }
+
+    /** Called with the export's new description when a reconnect finds it grew. */
+    public void onExportGrowth(java.util.function.Consumer<ExportInfo> listener) {
+        if (reconnector != null) {
+            reconnector.onGrowth(listener);
+        }
+    }
+
     public ExportInfo export() {
         return export;
     }
 
     public int connectionCount() {
-        return connections.size();
+        return connections.length();
     }
 
     // ---- Operations ----
@@ -282,15 +358,21 @@ public final class NbdSession implements AutoCloseable {
         return future;
     }
 
-    private void submit(NbdRequest request) {
-        connectionFor().submit(request);
+    void submit(NbdRequest request) {
+        NbdConnection connection = connectionFor();
+        if (connection == null && reconnector != null) {
+            reconnector.hold(request); // every connection is being reconnected: the request waits
+            return;
+        }
+        (connection != null ? connection : connections.get(0)).submit(request);
     }
 
-    /** The usable connection with the fewest requests outstanding, starting the search round-robin. */
+    /** A usable connection with the fewest requests outstanding, searched from a rotating start; null if none. */
     private NbdConnection connectionFor() {
-        int n = connections.size();
+        int n = connections.length();
         if (n == 1) {
-            return connections.get(0);
+            NbdConnection only = connections.get(0);
+            return only.isUsable() ? only : null;
         }
         int start = Math.floorMod(next.getAndIncrement(), n);
         NbdConnection best = null;
@@ -300,7 +382,7 @@ public final class NbdSession implements AutoCloseable {
                 best = c;
             }
         }
-        return best != null ? best : connections.get(start);
+        return best;
     }
 
     // ---- Checks made before anything is sent ----
@@ -351,14 +433,25 @@ public final class NbdSession implements AutoCloseable {
 
     /** Completes outstanding requests, sends NBD_CMD_DISC on every connection and closes them. */
     public CompletableFuture<Void> disconnect() {
-        return CompletableFuture.allOf(connections.stream().map(NbdConnection::disconnect)
+        if (reconnector != null) {
+            reconnector.close();
+        }
+        return CompletableFuture.allOf(allConnections().stream().map(NbdConnection::disconnect)
                 .toArray(CompletableFuture[]::new));
     }
 
     /** Completes when any connection is closed; with its cause when it failed. */
     public CompletableFuture<Void> anyConnectionClosed() {
-        return CompletableFuture.anyOf(connections.stream().map(NbdConnection::closeFuture)
+        return CompletableFuture.anyOf(allConnections().stream().map(NbdConnection::closeFuture)
                 .toArray(CompletableFuture[]::new)).thenApply(v -> null);
+    }
+
+    private List<NbdConnection> allConnections() {
+        List<NbdConnection> all = new ArrayList<>();
+        for (int i = 0; i < connections.length(); i++) {
+            all.add(connections.get(i));
+        }
+        return all;
     }
 
     @Override

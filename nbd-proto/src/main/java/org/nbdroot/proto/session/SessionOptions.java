@@ -14,16 +14,23 @@ import org.nbdroot.proto.wire.NbdConstants;
  * @param metaContexts      meta contexts to negotiate (block status needs base:allocation)
  * @param connectTimeout    for the TCP or Unix connect
  * @param handshakeTimeout  for the whole handshake of one connection
+ * @param reconnect         how to get a lost connection back, or null to fail its requests instead
  */
 public record SessionOptions(
         int connections,
         boolean structuredReplies,
         List<String> metaContexts,
         Duration connectTimeout,
-        Duration handshakeTimeout) {
+        Duration handshakeTimeout,
+        ReconnectPolicy reconnect) {
 
     public static final SessionOptions DEFAULT = new SessionOptions(1, true, List.of(NbdConstants.BASE_ALLOCATION),
-            NbdConnector.DEFAULT_CONNECT_TIMEOUT, HandshakePlan.DEFAULT_TIMEOUT);
+            NbdConnector.DEFAULT_CONNECT_TIMEOUT, HandshakePlan.DEFAULT_TIMEOUT, null);
+
+    public SessionOptions(int connections, boolean structuredReplies, List<String> metaContexts, Duration connectTimeout,
+            Duration handshakeTimeout) {
+        this(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, null);
+    }
 
     public SessionOptions {
         if (connections < 1) {
@@ -33,11 +40,15 @@ public record SessionOptions(
     }
 
     public SessionOptions withConnections(int n) {
-        return new SessionOptions(n, structuredReplies, metaContexts, connectTimeout, handshakeTimeout);
+        return new SessionOptions(n, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect);
     }
 
     public SessionOptions withStructuredReplies(boolean on) {
-        return new SessionOptions(connections, on, metaContexts, connectTimeout, handshakeTimeout);
+        return new SessionOptions(connections, on, metaContexts, connectTimeout, handshakeTimeout, reconnect);
+    }
+
+    public SessionOptions withReconnect(ReconnectPolicy policy) {
+        return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, policy);
     }
 
     HandshakePlan plan(String exportName) {

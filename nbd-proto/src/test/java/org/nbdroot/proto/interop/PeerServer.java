@@ -18,8 +18,12 @@ public final class PeerServer implements AutoCloseable {
     public final String name;
     public final NbdUri uri;
     public final Path backing;
-    private final ProcessHandle process;
+    private volatile ProcessHandle process;
     private final Path log;
+    private Restart restart;
+
+    /** How to start the same server again on the same port. */
+    private record Restart(String packageName, List<String> command, int port, String export, Path dir, Path pidFile) {}
 
     private PeerServer(String name, NbdUri uri, Path backing, ProcessHandle process, Path log) {
         this.name = name;
@@ -27,6 +31,19 @@ public final class PeerServer implements AutoCloseable {
         this.backing = backing;
         this.process = process;
         this.log = log;
+    }
+
+    /** Kills the server with SIGKILL, as a crash would, and waits until it is gone. */
+    public void kill9() throws Exception {
+        process.destroyForcibly();
+        process.onExit().get(10, TimeUnit.SECONDS);
+    }
+
+    /** Starts the server again, same command, same port, same files. */
+    public void restart() throws Exception {
+        Restart r = restart;
+        PeerServer again = start(name, r.packageName, r.command, r.port, r.export, backing, r.dir, r.pidFile);
+        process = again.process;
     }
 
     public static int freePort() throws IOException {
@@ -46,7 +63,8 @@ public final class PeerServer implements AutoCloseable {
             throw new AssertionError(binary + " not found: the test command installs the Debian package " + packageName);
         }
         Path log = dir.resolve(name.replaceAll("[^a-zA-Z0-9]", "_") + ".log");
-        Process started = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        Process started = new ProcessBuilder(command).redirectErrorStream(true)
+                .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile())).start();
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
         while (System.nanoTime() < deadline) {
             if (pidFile == null && !started.isAlive()) {
@@ -54,7 +72,10 @@ public final class PeerServer implements AutoCloseable {
             }
             ProcessHandle server = pidFile == null ? started.toHandle() : fromPidFile(pidFile);
             if (server != null && isListening(port)) {
-                return new PeerServer(name, NbdUri.parse("nbd://127.0.0.1:" + port + "/" + export), backing, server, log);
+                PeerServer peer = new PeerServer(name, NbdUri.parse("nbd://127.0.0.1:" + port + "/" + export), backing,
+                        server, log);
+                peer.restart = new Restart(packageName, command, port, export, dir, pidFile);
+                return peer;
             }
             Thread.sleep(20);
         }

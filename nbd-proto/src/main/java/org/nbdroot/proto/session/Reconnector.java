@@ -1,0 +1,235 @@
+package org.nbdroot.proto.session;
+
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.Deque;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Consumer;
+import java.util.logging.Logger;
+import org.nbdroot.proto.ExportInfo;
+import org.nbdroot.proto.NbdException;
+import org.nbdroot.proto.NbdOptionException;
+import org.nbdroot.proto.NbdUnsupportedException;
+import org.nbdroot.proto.wire.Command;
+import org.nbdroot.proto.wire.OptionReplyType;
+import org.nbdroot.proto.wire.TransmissionFlag;
+
+/**
+ * Gets a session's lost connections back. The requests a lost connection had not answered,
+ * and any submitted while no connection is usable, wait here (in the order they were first
+ * submitted) and are sent again once a connection is back; the caller sees no error, only a
+ * late answer. A FLUSH is sent again only after every request sent again before it has been
+ * answered: it must cover those writes. What the reconnected export can no longer do (it
+ * shrank, became read-only, dropped a flag) fails, with a log line; nothing is sent that it
+ * would misread.
+ */
+final class Reconnector implements NbdConnection.LossListener {
+    private static final Logger LOG = Logger.getLogger(Reconnector.class.getName());
+
+    private final NbdSession session;
+    private final ReconnectPolicy policy;
+    private final Deque<NbdRequest> waiting = new ArrayDeque<>();
+    private final boolean[] reconnecting;
+    private final AtomicLong reconnects = new AtomicLong();
+    private volatile Consumer<ExportInfo> growth = e -> { };
+    private boolean closed;
+
+    Reconnector(NbdSession session, ReconnectPolicy policy) {
+        this.session = session;
+        this.policy = policy;
+        this.reconnecting = new boolean[Math.max(1, session.connectionCount())];
+    }
+
+    long reconnects() {
+        return reconnects.get();
+    }
+
+    void onGrowth(Consumer<ExportInfo> listener) {
+        growth = listener;
+    }
+
+    /** A request submitted while no connection is usable. */
+    void hold(NbdRequest request) {
+        synchronized (this) {
+            if (!closed) {
+                waiting.addLast(request);
+                return;
+            }
+        }
+        fail(List.of(request), new NbdException("the session is closed"));
+    }
+
+    @Override
+    public void connectionLost(NbdConnection connection, Throwable cause, List<NbdRequest> unanswered) {
+        int slot = session.slotOf(connection);
+        boolean start;
+        synchronized (this) {
+            if (closed || slot < 0) {
+                start = false;
+            } else {
+                // Unanswered requests were submitted before anything still waiting: they go first.
+                for (int i = unanswered.size() - 1; i >= 0; i--) {
+                    waiting.addFirst(unanswered.get(i));
+                }
+                start = !reconnecting[slot];
+                reconnecting[slot] = true;
+            }
+        }
+        if (closed || slot < 0) {
+            fail(unanswered, cause);
+            return;
+        }
+        if (start) {
+            LOG.warning("connection " + slot + " to " + session.uri() + " lost (" + cause.getMessage() + "): "
+                    + unanswered.size() + " requests wait while it reconnects");
+            attempt(slot, 0, cause);
+        }
+    }
+
+    private void attempt(int slot, int attempt, Throwable lastError) {
+        if (policy.exhausted(attempt)) {
+            LOG.severe("giving up reconnecting to " + session.uri() + " after " + attempt + " attempts");
+            List<NbdRequest> abandoned = takeWaiting();
+            fail(abandoned, new NbdException("gave up reconnecting after " + attempt + " attempts: "
+                    + lastError.getMessage(), lastError));
+            return;
+        }
+        long delay = policy.delayBefore(attempt).toMillis();
+        session.connector().transport().group().next().schedule(() -> session.reopen().whenComplete((connection, error) -> {
+            if (error != null) {
+                Throwable cause = NbdSession.unwrap(error);
+                if (attempt == 0 || Long.bitCount(attempt) == 1) { // log the 1st, 2nd, 4th, 8th... failure
+                    LOG.warning("reconnect attempt " + (attempt + 1) + " to " + session.uri() + " failed: " + cause.getMessage());
+                }
+                if (cause instanceof NbdOptionException o && o.is(OptionReplyType.ERR_UNKNOWN)
+                        || cause.getMessage() != null && cause.getMessage().startsWith("no such export")) {
+                    // The export vanished: what waits for it fails; later requests wait for it to come back.
+                    fail(takeWaiting(), cause);
+                }
+                attempt(slot, attempt + 1, cause);
+                return;
+            }
+            if (closedNow()) {
+                connection.disconnect();
+                return;
+            }
+            reconnected(slot, connection, attempt);
+        }), delay, TimeUnit.MILLISECONDS);
+    }
+
+    private void reconnected(int slot, NbdConnection connection, int attempt) {
+        ExportInfo before = session.export();
+        ExportInfo now = connection.export();
+        session.replace(slot, connection, now);
+        reconnects.incrementAndGet();
+        List<NbdRequest> batch;
+        synchronized (this) {
+            reconnecting[slot] = false;
+            batch = new ArrayList<>(waiting);
+            waiting.clear();
+        }
+        LOG.info("reconnected to " + session.uri() + " after " + (attempt + 1) + " attempts; sending " + batch.size()
+                + " requests again");
+        if (now.size() > before.size()) {
+            LOG.info("the export grew from " + before.size() + " to " + now.size() + " bytes");
+            growth.accept(now);
+        }
+        List<NbdRequest> sendable = new ArrayList<>(batch.size());
+        for (NbdRequest r : batch) {
+            String problem = incompatibility(r, before, now);
+            if (problem == null) {
+                sendable.add(r);
+            } else {
+                LOG.severe("after reconnecting, " + r.describe() + " fails: " + problem);
+                fail(List.of(r), new NbdUnsupportedException(r.describe() + " fails after reconnecting: " + problem));
+            }
+        }
+        resend(sendable);
+    }
+
+    /** Why the reconnected export cannot take this request any more, or null. */
+    private static String incompatibility(NbdRequest r, ExportInfo before, ExportInfo now) {
+        if (r.offset + r.length > now.size()) {
+            return "the export shrank from " + before.size() + " to " + now.size() + " bytes";
+        }
+        boolean writes = r.command == Command.WRITE || r.command == Command.TRIM || r.command == Command.WRITE_ZEROES;
+        if (writes && now.readOnly()) {
+            return "the export became read-only";
+        }
+        TransmissionFlag needed = switch (r.command) {
+            case FLUSH -> TransmissionFlag.SEND_FLUSH;
+            case TRIM -> TransmissionFlag.SEND_TRIM;
+            case WRITE_ZEROES -> TransmissionFlag.SEND_WRITE_ZEROES;
+            case CACHE -> TransmissionFlag.SEND_CACHE;
+            default -> null;
+        };
+        if (needed != null && !now.has(needed)) {
+            return "the export no longer offers " + needed.displayName();
+        }
+        if ((r.flags & org.nbdroot.proto.wire.CommandFlag.FUA) != 0 && !now.has(TransmissionFlag.SEND_FUA)) {
+            return "the export no longer offers send_fua";
+        }
+        if (r.command == Command.BLOCK_STATUS && !now.metaContexts().containsKey(r.metaContextId)) {
+            return "the meta context id changed";
+        }
+        return null;
+    }
+
+    /** Sends requests again: everything but FLUSH at once, each FLUSH once all before it are answered. */
+    private void resend(List<NbdRequest> batch) {
+        List<NbdRequest> flushes = new ArrayList<>();
+        List<NbdRequest> others = new ArrayList<>();
+        for (NbdRequest r : batch) {
+            (r.command == Command.FLUSH ? flushes : others).add(r);
+        }
+        if (flushes.isEmpty()) {
+            others.forEach(session::submit);
+            return;
+        }
+        AtomicInteger remaining = new AtomicInteger(others.size() + 1);
+        Runnable oneDone = () -> {
+            if (remaining.decrementAndGet() == 0) {
+                flushes.forEach(session::submit);
+            }
+        };
+        for (NbdRequest r : others) {
+            NbdRequest.Completion original = r.completion;
+            r.completion = (request, failure) -> {
+                original.complete(request, failure);
+                oneDone.run();
+            };
+            session.submit(r);
+        }
+        oneDone.run();
+    }
+
+    private synchronized List<NbdRequest> takeWaiting() {
+        List<NbdRequest> all = new ArrayList<>(waiting);
+        waiting.clear();
+        return all;
+    }
+
+    private synchronized boolean closedNow() {
+        return closed;
+    }
+
+    /** The session is closing: nothing waits any more. */
+    void close() {
+        List<NbdRequest> abandoned;
+        synchronized (this) {
+            closed = true;
+            abandoned = takeWaiting();
+        }
+        fail(abandoned, new NbdException("the session was closed while the request waited for a reconnect"));
+    }
+
+    private static void fail(List<NbdRequest> requests, Throwable cause) {
+        for (NbdRequest r : requests) {
+            r.releaseBuffers();
+            r.completion.complete(r, cause);
+        }
+    }
+}
