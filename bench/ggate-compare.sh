@@ -46,6 +46,13 @@ for n in "$rounds" "$runtime" "$workers"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "ggate-compare.sh: '$n' is not a positive whole number" >&2; exit 2; }
 done
 [[ "$ramp" =~ ^[0-9]+$ ]] || { echo "ggate-compare.sh: --ramp takes whole seconds, not '$ramp'" >&2; exit 2; }
+IFS=, read -ra wanted <<< "$rows"
+for row in "${wanted[@]}"; do
+  case "$row" in
+    randread4k|read1m) ;;
+    *) echo "ggate-compare.sh: unknown row '$row' (randread4k, read1m)" >&2; exit 2 ;;
+  esac
+done
 for tool in nbdkit gcc make python3; do
   command -v "$tool" >/dev/null || fail "$tool is missing (apt-get install $tool)"
 done
@@ -161,12 +168,15 @@ signal.signal(signal.SIGTERM, stop)
 signal.signal(signal.SIGINT, stop)
 with open(out_path, "wb") as out:
     child = subprocess.Popen(cmd, stdout=out)
+    parent = os.getppid()
     samples = []
     while True:
         t = time.monotonic()
         row = [ticks(child.pid)] + [ticks(p) for p in pids] + [machine()]
         if child.poll() is not None or row[0] is None:
             break
+        if os.getppid() != parent:                 # the script was killed outright
+            stop(signal.SIGTERM, None)
         samples.append((t, row))
         time.sleep(0.05)
     child.wait()
@@ -184,8 +194,10 @@ w = max(1.0, runtime - 1.0)
 end_t = samples[-1][0] - 0.3 if samples else 0
 def at(t):
     return min(samples, key=lambda s: abs(s[0] - t))
-a, b = at(end_t - w), at(end_t)
 cpu = ["nan"] * (len(pids) + 2)
+a = b = (0, None)
+if samples:
+    a, b = at(end_t - w), at(end_t)
 if b[0] - a[0] > 0.5 and r["iops"] > 0:
     ios = r["iops"] * (b[0] - a[0])
     cpu = []
@@ -234,17 +246,15 @@ value() { # metric iops bps
 echo "ggate path: RUN_LOAD -> ggate-kernel -> libggate-emu.so -> daemon (--workers $workers) -> nbdkit; engine: nbd-client bench -> nbdkit"
 echo "$rounds rounds of ${runtime} s after a ${ramp} s ramp; $(nproc) CPUs; figures are medians"
 if [ "$null" = 1 ]; then
-  printf '%-12s %-6s %12s %12s %8s %12s\n' row metric ggate engine g/engine null-daemon
+  printf '%-12s %-6s %12s %12s %12s %12s\n' row metric ggate engine ggate/engine null-daemon
 else
-  printf '%-12s %-6s %12s %12s %8s\n' row metric ggate engine g/engine
+  printf '%-12s %-6s %12s %12s %12s\n' row metric ggate engine ggate/engine
 fi
-IFS=, read -ra wanted <<< "$rows"
 verdicts=()
 for row in "${wanted[@]}"; do
   case "$row" in
     randread4k) rw=randread bs=4k depth=32 order=random metric=iops ;;
     read1m) rw=read bs=1M depth=8 order=seq metric=MB/s ;;
-    *) echo "ggate-compare.sh: unknown row '$row'" >&2; exit 2 ;;
   esac
   g_values=() e_values=() n_values=()
   : >"$work/g.cpu"; : >"$work/e.cpu"; : >"$work/n.cpu"
@@ -266,10 +276,10 @@ for row in "${wanted[@]}"; do
   ratio=$(python3 -c "print('%.2f' % ($g/$e))")
   if [ "$null" = 1 ]; then
     n=$(median "${n_values[@]}")
-    printf '%-12s %-6s %12.0f %12.0f %8s %12.0f\n' "$row" "$metric" "$g" "$e" "$ratio" "$n"
+    printf '%-12s %-6s %12.0f %12.0f %12s %12.0f\n' "$row" "$metric" "$g" "$e" "$ratio" "$n"
     echo "  rounds: ggate ${g_values[*]} | engine ${e_values[*]} | null ${n_values[*]}" | sed 's/\([0-9]*\)\.[0-9]*/\1/g'
   else
-    printf '%-12s %-6s %12.0f %12.0f %8s\n' "$row" "$metric" "$g" "$e" "$ratio"
+    printf '%-12s %-6s %12.0f %12.0f %12s\n' "$row" "$metric" "$g" "$e" "$ratio"
     echo "  rounds: ggate ${g_values[*]} | engine ${e_values[*]}" | sed 's/\([0-9]*\)\.[0-9]*/\1/g'
   fi
   read -r _ ck cd cn cm <<< "$(medians "$work/g.cpu")"

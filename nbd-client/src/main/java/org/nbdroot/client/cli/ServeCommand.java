@@ -108,6 +108,13 @@ final class ServeCommand {
             GgateDevice device = rescue
                     ? GgateDevice.rescue(session, ggate, GgateOptions.unitOf(target.device()))
                     : GgateDevice.create(session, ggate, target.uri().toString());
+            session.onExportGrowth(grown -> {
+                try {
+                    device.resize(grown.size()); // seen on a reconnect: the device follows
+                } catch (Exception e) {
+                    LOG.warning(device.name() + ": cannot grow to " + grown.size() + " bytes: " + e.getMessage());
+                }
+            });
             Path socket = RunDirectory.socketFor(device.name());
             String source = target.uri().toString();
             DaemonControl handler = new DaemonControl(device, target.uri());

@@ -250,6 +250,45 @@ class GgateDaemonTest {
     }
 
     @Test
+    void aServerRestartIsInvisibleAndAGrownExportGrowsTheDevice() throws Exception {
+        PeerServer server = nbdkit();
+        java.util.concurrent.CountDownLatch done = new java.util.concurrent.CountDownLatch(1);
+        try {
+            Process daemon = daemon(server.uri, "ggate2", false);
+            server.kill9();
+            // Writes queued while the server is down wait: the device sees no error.
+            List<Long> ids = new ArrayList<>();
+            List<long[]> ranges = queueWrites(2, new Random(12), 16, ids);
+            try (java.io.RandomAccessFile file = new java.io.RandomAccessFile(backing.toFile(), "rw")) {
+                file.setLength(DISK * 2L);
+            }
+            Thread restarter = new Thread(() -> { // lives on: nbdkit's --exit-with-parent watches this thread
+                try {
+                    Thread.sleep(1500);
+                    server.restart();
+                    done.await();
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            });
+            restarter.start();
+            for (long id : ids) {
+                BioResult r = kernel.awaitBio(id, WAIT);
+                assertTrue(r.ok(), "a write across the restart: " + r);
+            }
+            assertReadsMatchModel(2, ranges);
+            assertEquals(DISK * 2L, kernel.unit(2).orElseThrow().mediaSize(), "the device grew with the export");
+            assertEquals(0, org.nbdroot.client.cli.CommandLineRunner.run("destroy", "ggate2").status());
+            assertTrue(daemon.waitFor(20, TimeUnit.SECONDS));
+        } finally {
+            done.countDown();
+            server.close();
+        }
+        byte[] file = Arrays.copyOf(Files.readAllBytes(backing), DISK);
+        assertEquals(-1, Arrays.mismatch(model, file), "the backing file holds every write");
+    }
+
+    @Test
     void withoutForegroundTheDaemonGoesToTheBackgroundOnceServing() throws Exception {
         try (PeerServer server = nbdkit()) {
             List<String> command = new ArrayList<>(javaCommand());
