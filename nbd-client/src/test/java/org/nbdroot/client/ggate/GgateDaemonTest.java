@@ -137,6 +137,7 @@ class GgateDaemonTest {
             device.destroy(false);
             assertNull(device.awaitTermination(), "workers end cleanly");
             assertTrue(kernel.unit(device.unit()).isEmpty(), "the unit is gone");
+            assertEquals(0, kernel.signExtensionWarnings(), "ioctl numbers reach the kernel as 64-bit unsigned values");
             session.disconnect().get(10, TimeUnit.SECONDS);
         }
         assertBackingMatchesModel();
