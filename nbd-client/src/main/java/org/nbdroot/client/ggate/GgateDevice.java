@@ -154,6 +154,10 @@ public final class GgateDevice implements AutoCloseable {
             stopping = false;
             throw e;
         }
+        if (force) {
+            // Workers may wait on requests held for a reconnect that will not come: end them.
+            session.disconnect();
+        }
     }
 
     @Override
