@@ -1,0 +1,124 @@
+package org.nbdroot.reroot;
+
+import java.io.BufferedReader;
+import java.io.File;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+/**
+ * Starts one daemon from the staged copy, through the staged runtime linker with a library
+ * path inside the staging directory, so that nothing it maps comes from the old root. It
+ * waits for the daemon's first line on stdout, which it prints once the device serves
+ * (the same handshake {@code nbd-client} uses to put itself in the background).
+ */
+public final class DaemonLauncher {
+    /** Exit status of the daemon for a command line that does not parse: trying again cannot help. */
+    static final int EXIT_USAGE = 2;
+    /** The main class inside the runtime image. */
+    static final String MAIN = "org.nbdroot.client/org.nbdroot.client.Main";
+
+    private final StagedImage staged;
+    private final boolean freebsd;
+    private final PrintStream err;
+
+    public DaemonLauncher(StagedImage staged, boolean freebsd, PrintStream err) {
+        this.staged = staged;
+        this.freebsd = freebsd;
+        this.err = err;
+    }
+
+    /** A daemon serving its device. */
+    public record Started(RerootConfig.Device device, String devicePath, long pid) {}
+
+    /** The command line: runtime linker, staged java, the options the launcher script would give, the daemon's arguments. */
+    List<String> command(RerootConfig.Device device) throws IOException {
+        List<String> command = new ArrayList<>();
+        command.add(staged.runtimeLinker().toString());
+        command.add(staged.java().toString());
+        command.add("-XX:-UsePerfData");
+        command.add("-Dfile.encoding=UTF-8");
+        command.add("-Djffi.boot.library.path=" + staged.image().resolve("lib"));
+        command.add("-Dnbd.rundir=" + staged.runDirectory());
+        command.add("-m");
+        command.add(MAIN);
+        command.add("--foreground");
+        command.add("--detached");
+        command.addAll(device.options());
+        command.addAll(device.server());
+        command.add(device.devicePath(freebsd));
+        return command;
+    }
+
+    /**
+     * Starts the daemon for {@code device}, trying again while it fails until {@code timeout}
+     * has passed (the server may still be coming up), unless its command line is wrong.
+     */
+    public Started start(RerootConfig.Device device, Duration timeout) throws IOException, InterruptedException {
+        long deadline = System.nanoTime() + timeout.toNanos();
+        String path = device.devicePath(freebsd);
+        int attempt = 0;
+        while (true) {
+            attempt++;
+            ProcessBuilder pb = new ProcessBuilder(command(device))
+                    .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
+                    .redirectError(ProcessBuilder.Redirect.INHERIT);
+            environment(pb.environment());
+            Process daemon = pb.start();
+            CompletableFuture<String> ready = CompletableFuture.supplyAsync(() -> firstLine(daemon));
+            long left = deadline - System.nanoTime();
+            String line;
+            try {
+                line = ready.get(Math.max(left, 0), TimeUnit.NANOSECONDS);
+            } catch (TimeoutException e) {
+                daemon.destroyForcibly();
+                throw new IOException(path + " not ready after " + timeout.toSeconds() + " s (" + String.join(" ", device.server())
+                        + "): giving up");
+            } catch (ExecutionException e) {
+                line = null;
+            }
+            if (line != null) {
+                return new Started(device, path, daemon.pid());
+            }
+            int status = daemon.waitFor();
+            if (status == EXIT_USAGE) {
+                throw new IOException("the daemon for " + path + " refused its command line (exit status 2): check nbdroot."
+                        + device.unit() + ".server and nbdroot." + device.unit() + ".options");
+            }
+            if (System.nanoTime() + TimeUnit.SECONDS.toNanos(1) > deadline) {
+                throw new IOException("the daemon for " + path + " failed " + attempt + " time(s) (last exit status " + status
+                        + ") within " + timeout.toSeconds() + " s: giving up");
+            }
+            err.println("nbd-client reroot: the daemon for " + path + " exited with status " + status + "; trying again");
+            Thread.sleep(1000);
+        }
+    }
+
+    /**
+     * A fixed, small environment: the copied libraries come first for the linker and for jnr's
+     * dlopen("libc"), and the C locale, which glibc serves with no files (another locale maps
+     * /usr/lib/locale from the old root).
+     */
+    void environment(java.util.Map<String, String> env) {
+        env.clear();
+        env.put("LD_LIBRARY_PATH", staged.libraries().toString());
+        env.put("LC_ALL", "C");
+        env.put("PATH", "/sbin:/bin:/usr/sbin:/usr/bin");
+    }
+
+    private static String firstLine(Process daemon) {
+        try {
+            return new BufferedReader(new InputStreamReader(daemon.getInputStream(), StandardCharsets.UTF_8)).readLine();
+        } catch (IOException e) {
+            return null;
+        }
+    }
+}
