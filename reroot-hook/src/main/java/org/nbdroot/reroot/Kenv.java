@@ -39,21 +39,34 @@ public final class Kenv {
         return new Kenv(LibraryLoader.create(LibC.class).load(System.getProperty("nbd.kenv.library", "c")));
     }
 
-    /** Every variable: KENV_DUMP fills the buffer with {@code name=value} strings, each ended by a NUL. */
+    /**
+     * Every variable. KENV_DUMP with no buffer returns the size needed; with a buffer it copies
+     * {@code name=value} strings, each ended by a NUL, and returns 0 when all fitted or the size
+     * needed when the environment grew meanwhile (kern_environment.c, sys_kenv).
+     */
     public Map<String, String> all() {
         int size = libc.kenv(KENV_DUMP, null, null, 0);
-        if (size < 0) {
-            throw failure("read the kernel environment (kenv KENV_DUMP)");
+        while (true) {
+            if (size < 0) {
+                throw failure("read the kernel environment (kenv KENV_DUMP)");
+            }
+            byte[] buffer = new byte[size + 1];
+            int again = libc.kenv(KENV_DUMP, null, buffer, buffer.length);
+            if (again == 0) {
+                return entries(buffer);
+            }
+            size = again < 0 ? again : again + 256;
         }
-        byte[] buffer = new byte[size + 1];
-        int n = libc.kenv(KENV_DUMP, null, buffer, buffer.length);
-        if (n < 0) {
-            throw failure("read the kernel environment (kenv KENV_DUMP)");
-        }
+    }
+
+    private static Map<String, String> entries(byte[] buffer) {
         Map<String, String> result = new LinkedHashMap<>();
         int start = 0;
-        for (int i = 0; i < Math.min(n, buffer.length); i++) {
+        for (int i = 0; i < buffer.length; i++) {
             if (buffer[i] == 0) {
+                if (i == start) {
+                    break; // the zeroed rest of the buffer
+                }
                 String entry = new String(buffer, start, i - start, StandardCharsets.UTF_8);
                 int eq = entry.indexOf('=');
                 if (eq > 0) {

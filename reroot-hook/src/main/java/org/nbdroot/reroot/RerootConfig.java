@@ -20,11 +20,14 @@ import java.util.regex.Pattern;
  *   nbdroot.rootflags=noatime                Linux: mount options for the new root
  *   nbdroot.init=/sbin/init                  the new root's init
  *   nbdroot.timeout=60                       seconds to wait for each device
+ *   nbdroot.net.addr=10.0.2.15/24            (and .if, .gw, .dns) the network /etc/rc brings up
  * </pre>
  */
 public record RerootConfig(List<Device> devices, String root, Optional<String> rootFlags, Optional<String> init,
         Duration timeout) {
     static final String PREFIX = "nbdroot.";
+    /** nbdroot.net.if, .addr, .gw, .dns: read by /etc/rc, which brings the network up; ignored here. */
+    static final String NETWORK_PREFIX = "nbdroot.net.";
     private static final Pattern UNIT_KEY = Pattern.compile("nbdroot\\.(\\d+)\\.(server|options)");
 
     /** One device to serve: unit N is {@code /dev/ggateN} on FreeBSD and {@code /dev/nbdN} on Linux. */
@@ -46,10 +49,10 @@ public record RerootConfig(List<Device> devices, String root, Optional<String> r
             if (m.matches()) {
                 int unit = Integer.parseInt(m.group(1));
                 (m.group(2).equals("server") ? servers : options).put(unit, e.getValue().trim());
-            } else if (!List.of("nbdroot.root", "nbdroot.rootflags", "nbdroot.init", "nbdroot.timeout").contains(e.getKey())) {
+            } else if (!e.getKey().startsWith(NETWORK_PREFIX) && !List.of("nbdroot.root", "nbdroot.rootflags", "nbdroot.init", "nbdroot.timeout").contains(e.getKey())) {
                 throw new IllegalArgumentException("unknown variable " + e.getKey()
                         + " (known: nbdroot.N.server, nbdroot.N.options, nbdroot.root, nbdroot.rootflags, nbdroot.init,"
-                        + " nbdroot.timeout)");
+                        + " nbdroot.timeout, and nbdroot.net.* for /etc/rc)");
             }
         }
         for (int unit : options.keySet()) {
