@@ -1,0 +1,49 @@
+#!/bin/sh
+# /sbin/init of the NBD-served root in reroot-boot.sh: checks the daemon from inside the
+# guest, empties /dev/reroot, writes across a server restart, and powers off. Markers
+# (GUEST-...) on the console are what the host asserts on.
+export PATH=/bin:/sbin
+echo "GUEST-NEWROOT-INIT pid $$"
+mount -t 9p -o trans=virtio,version=9p2000.L out /out || echo "GUEST-ERROR cannot mount /out"
+
+daemon=
+for d in /proc/[0-9]*; do
+  if tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q 'org.nbdroot.client.Main'; then daemon=${d#/proc/}; fi
+done
+echo "GUEST-DAEMON-PID $daemon"
+
+# Linux's nearest equivalent of FreeBSD's forced unmount of /dev/reroot: every file gone.
+rm -rf /dev/reroot/* /dev/reroot/.[!.]* 2>/dev/null
+[ -z "$(ls -A /dev/reroot)" ] && echo "GUEST-REROOT-EMPTY"
+
+# Every file the daemon maps or holds open must lie under /dev/reroot (device nodes aside).
+files() {
+  awk '$6 ~ /^\// {print $6}' "/proc/$daemon/maps"
+  for f in /proc/"$daemon"/task/*/fd/* /proc/"$daemon"/fd/*; do readlink "$f"; done 2>/dev/null
+}
+outside=$(files | sort -u | grep '^/' | grep -v '^/dev/reroot/' | grep -Ev '^/dev/(null|console|nbd[0-9]+|ttyS?[0-9]*|u?random)$')
+if [ -n "$daemon" ] && [ -z "$outside" ]; then echo "GUEST-FILES-OK $(files | sort -u | grep -c '^/dev/reroot/')"; else
+  echo "GUEST-FILES-OUTSIDE:"; echo "$outside"; fi
+
+dd if=/dev/urandom of=/data/written bs=1M count=4 2>/dev/null && sync
+echo "GUEST-DATA-MD5 $(md5sum < /data/written | cut -d' ' -f1)"
+old=$(cat /sys/block/nbd0/size)
+
+# The host restarts the server (and grows the export) now; these writes wait it out.
+echo "GUEST-RESTART-SERVER"
+( dd if=/dev/urandom of=/data/during bs=64k count=64 2>/dev/null; sync; echo "GUEST-DURING-MD5 $(md5sum < /data/during | cut -d' ' -f1)" ) &
+writer=$!
+n=0; while [ ! -e /out/server-restarted ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+n=0; while [ "$(cat /sys/block/nbd0/size)" -le "$old" ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
+new=$(cat /sys/block/nbd0/size)
+[ "$new" -gt "$old" ] && echo "GUEST-GREW $old $new"
+wait $writer
+
+# Bytes past the old end, written to the raw device.
+dd if=/dev/urandom of=/tmp/tail bs=1M count=1 2>/dev/null
+dd if=/tmp/tail of=/dev/nbd0 bs=1M seek=$((old * 512 / 1048576)) conv=fsync 2>/dev/null \
+  && echo "GUEST-TAIL-MD5 $(md5sum < /tmp/tail | cut -d' ' -f1)"
+echo "GUEST-DONE"
+sync; umount /out
+mount -o remount,ro /      # flush the journal, or fsck sees needs_recovery
+poweroff -f
