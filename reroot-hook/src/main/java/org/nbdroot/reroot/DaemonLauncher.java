@@ -43,9 +43,16 @@ public final class DaemonLauncher {
     List<String> command(RerootConfig.Device device) throws IOException {
         List<String> command = new ArrayList<>();
         command.add(staged.runtimeLinker().toString());
+        if (!freebsd) {
+            // glibc's linker would otherwise consult the old root's /etc/ld.so.cache for a later dlopen.
+            command.add("--inhibit-cache");
+        }
         command.add(staged.java().toString());
         command.add("-XX:-UsePerfData");
         command.add("-Dfile.encoding=UTF-8");
+        // Resolve the server's name once, now: after the reroot the resolver's files and
+        // libraries are those of whatever root the daemon is left with.
+        command.add("-Dsun.net.inetaddr.ttl=-1");
         command.add("-Djffi.boot.library.path=" + staged.image().resolve("lib"));
         command.add("-Dnbd.rundir=" + staged.runDirectory());
         command.add("-m");
@@ -86,6 +93,7 @@ public final class DaemonLauncher {
                 line = null;
             }
             if (line != null) {
+                protectFromOomKiller(daemon.pid());
                 return new Started(device, path, daemon.pid());
             }
             int status = daemon.waitFor();
@@ -112,6 +120,22 @@ public final class DaemonLauncher {
         env.put("LD_LIBRARY_PATH", staged.libraries().toString());
         env.put("LC_ALL", "C");
         env.put("PATH", "/sbin:/bin:/usr/sbin:/usr/bin");
+    }
+
+    /**
+     * Linux: the kernel's OOM killer must never pick the process the root disk depends on;
+     * killing it would hang every process that touches the disk, the OOM killer included.
+     */
+    void protectFromOomKiller(long pid) {
+        if (freebsd) {
+            return;
+        }
+        java.nio.file.Path adj = java.nio.file.Path.of("/proc", Long.toString(pid), "oom_score_adj");
+        try {
+            java.nio.file.Files.writeString(adj, "-1000\n");
+        } catch (IOException e) {
+            err.println("nbd-client reroot: warning: cannot write " + adj + ": " + e.getMessage());
+        }
     }
 
     private static String firstLine(Process daemon) {
