@@ -1,11 +1,8 @@
 package org.nbdroot.client.cli;
 
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.List;
 import java.util.concurrent.Callable;
-import java.util.stream.Stream;
 import org.nbdroot.client.daemon.ControlClient;
 import org.nbdroot.client.daemon.RunDirectory;
 import picocli.CommandLine.Command;
@@ -21,17 +18,9 @@ final class ListDevicesCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        Path dir = RunDirectory.path();
-        List<Path> sockets;
-        if (!Files.isDirectory(dir)) {
-            return 0;
-        }
-        try (Stream<Path> entries = Files.list(dir)) {
-            sockets = entries.filter(p -> p.getFileName().toString().endsWith(".sock")).sorted().toList();
-        }
         var out = spec.commandLine().getOut();
-        for (Path socket : sockets) {
-            String device = socket.getFileName().toString().replaceFirst("\\.sock$", "");
+        for (String device : ControlClient.devices()) {
+            Path socket = RunDirectory.socketFor(device);
             String reply;
             try {
                 reply = ControlClient.request(socket, "status");

@@ -15,11 +15,12 @@ import java.util.logging.Logger;
 /**
  * A daemon's control socket: one request line in, one reply out, then the connection
  * closes. Requests: {@code status}, {@code destroy}, {@code destroy force}.
- * Replies start with {@code ok} or {@code error}.
+ * Replies start with {@code ok} or {@code error}. On Linux the daemon also answers at an
+ * address no file backs ({@link AbstractSocket}), which outlives its run directory.
  */
 public final class ControlServer implements AutoCloseable {
     private static final Logger LOG = Logger.getLogger(ControlServer.class.getName());
-    private static final int MAX_REQUEST = 256;
+    static final int MAX_REQUEST = 256;
 
     /** What the daemon does for each request; returns the reply. */
     public interface Handler {
@@ -29,6 +30,8 @@ public final class ControlServer implements AutoCloseable {
     private final Path path;
     private final ServerSocketChannel server;
     private final Thread thread;
+    /** Bound in the background: JNR's first use costs a few hundred ms the device should not wait for. */
+    private java.util.concurrent.CompletableFuture<AbstractSocket> abstractSocket;
 
     private ControlServer(Path path, ServerSocketChannel server, Handler handler) {
         this.path = path;
@@ -46,20 +49,40 @@ public final class ControlServer implements AutoCloseable {
         ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
         server.bind(UnixDomainSocketAddress.of(path));
         ControlServer control = new ControlServer(path, server, handler);
+        if (AbstractSocket.supported()) {
+            control.abstractSocket = new java.util.concurrent.CompletableFuture<>();
+            Thread binder = new Thread(() -> {
+                try {
+                    control.abstractSocket.complete(AbstractSocket.start(deviceOf(path), handler));
+                } catch (IOException | RuntimeException e) {
+                    LOG.warning(e.getMessage() + "; the control socket " + path + " still serves");
+                    control.abstractSocket.complete(null);
+                }
+            }, "control-bind");
+            binder.setDaemon(true);
+            binder.start();
+        }
         control.thread.start();
         return control;
+    }
+
+    /** {@code /var/run/nbd-client/ggate0.sock} is the socket of {@code ggate0}. */
+    static String deviceOf(Path socket) {
+        return socket.getFileName().toString().replaceFirst("\\.sock$", "");
+    }
+
+    static String answer(Handler handler, String request) {
+        try {
+            return handler.handle(request.strip());
+        } catch (Exception e) {
+            return "error " + e.getMessage();
+        }
     }
 
     private void serve(Handler handler) {
         while (server.isOpen()) {
             try (SocketChannel client = server.accept()) {
-                String request = readLine(client);
-                String reply;
-                try {
-                    reply = handler.handle(request.strip());
-                } catch (Exception e) {
-                    reply = "error " + e.getMessage();
-                }
+                String reply = answer(handler, readLine(client));
                 client.write(ByteBuffer.wrap((reply + "\n").getBytes(StandardCharsets.UTF_8)));
             } catch (IOException e) {
                 if (server.isOpen()) {
@@ -87,9 +110,17 @@ public final class ControlServer implements AutoCloseable {
     public void close() {
         try {
             server.close();
+            AbstractSocket second = abstractSocket == null ? null : abstractSocket.get(5, java.util.concurrent.TimeUnit.SECONDS);
+            if (second != null) {
+                second.close();
+            }
             Files.deleteIfExists(path);
         } catch (IOException e) {
             LOG.warning("cannot remove " + path + ": " + e.getMessage());
+        } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
+            LOG.warning("cannot close the control socket's abstract address: " + e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
         }
     }
 }

@@ -1,0 +1,147 @@
+package org.nbdroot.client.daemon;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.logging.Level;
+import java.util.logging.Logger;
+import jnr.posix.POSIXFactory;
+import jnr.unixsocket.Credentials;
+import jnr.unixsocket.UnixServerSocketChannel;
+import jnr.unixsocket.UnixSocketAddress;
+import jnr.unixsocket.UnixSocketChannel;
+import jnr.unixsocket.UnixSocketOptions;
+
+/**
+ * The control socket's second address on Linux: {@code @nbd-client/DEVICE} in the abstract
+ * namespace, which no file backs. A daemon started from {@code /dev/reroot} keeps answering
+ * there after the new root's init has removed every file under {@code /dev/reroot}, the run
+ * directory with its socket files included. The JDK cannot bind abstract addresses;
+ * JNR-UnixSocket can, and it reads the caller's credentials: with no file permissions to
+ * guard it, the socket answers only root and the daemon's own user.
+ */
+final class AbstractSocket implements AutoCloseable {
+    private static final Logger LOG = Logger.getLogger(AbstractSocket.class.getName());
+    static final String PREFIX = "nbd-client/";
+
+    private final UnixServerSocketChannel server;
+    private final String device;
+    private final Thread thread;
+
+    private AbstractSocket(UnixServerSocketChannel server, String device, ControlServer.Handler handler) {
+        this.server = server;
+        this.device = device;
+        this.thread = new Thread(() -> serve(handler), "control-@" + PREFIX + device);
+        this.thread.setDaemon(true);
+    }
+
+    static boolean supported() {
+        return System.getProperty("os.name", "").equals("Linux");
+    }
+
+    static UnixSocketAddress address(String device) {
+        return new UnixSocketAddress("\0" + PREFIX + device);
+    }
+
+    static AbstractSocket start(String device, ControlServer.Handler handler) throws IOException {
+        UnixServerSocketChannel server = UnixServerSocketChannel.open();
+        try {
+            server.socket().bind(address(device));
+        } catch (IOException e) {
+            server.close();
+            throw new IOException("cannot bind the control socket @" + PREFIX + device + ": " + e.getMessage(), e);
+        }
+        AbstractSocket s = new AbstractSocket(server, device, handler);
+        s.thread.start();
+        return s;
+    }
+
+    private void serve(ControlServer.Handler handler) {
+        int ownUid = POSIXFactory.getNativePOSIX().geteuid();
+        while (server.isOpen()) {
+            try (UnixSocketChannel client = server.accept()) {
+                if (client == null) {
+                    continue;
+                }
+                Credentials peer = client.getOption(UnixSocketOptions.SO_PEERCRED);
+                String reply;
+                if (peer == null || (peer.getUid() != 0 && peer.getUid() != ownUid)) {
+                    reply = "error permission denied: only root and uid " + ownUid + " may control this daemon";
+                } else {
+                    reply = ControlServer.answer(handler, readLine(client));
+                }
+                client.write(ByteBuffer.wrap((reply + "\n").getBytes(StandardCharsets.UTF_8)));
+            } catch (IOException e) {
+                if (server.isOpen()) {
+                    LOG.log(Level.FINE, "control connection failed", e);
+                }
+            }
+        }
+    }
+
+    /** Sends one request to the daemon serving {@code device} and returns its reply line. */
+    static String request(String device, String request) throws IOException {
+        try (UnixSocketChannel channel = UnixSocketChannel.open(address(device))) {
+            channel.write(ByteBuffer.wrap((request + "\n").getBytes(StandardCharsets.UTF_8)));
+            return readLine(channel).strip();
+        }
+    }
+
+    static boolean isAlive(String device) {
+        try (UnixSocketChannel channel = UnixSocketChannel.open(address(device))) {
+            return true;
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    /** The devices whose daemons listen in the abstract namespace, from /proc/net/unix. */
+    static List<String> listDevices() {
+        List<String> devices = new ArrayList<>();
+        try {
+            for (String line : Files.readAllLines(Path.of("/proc/net/unix"))) {
+                int at = line.indexOf(" @" + PREFIX);
+                // state 01 (unconnected) with the listening flag: one line per server socket
+                if (at > 0 && line.contains(" 00010000 ")) {
+                    devices.add(line.substring(at + 2 + PREFIX.length()).strip());
+                }
+            }
+        } catch (IOException e) {
+            // no /proc: no abstract sockets to list
+        }
+        return devices;
+    }
+
+    private static String readLine(UnixSocketChannel channel) throws IOException {
+        ByteBuffer buffer = ByteBuffer.allocate(ControlServer.MAX_REQUEST);
+        while (buffer.hasRemaining()) {
+            if (channel.read(buffer) < 0) {
+                break;
+            }
+            if (buffer.position() > 0 && buffer.get(buffer.position() - 1) == '\n') {
+                break;
+            }
+        }
+        buffer.flip();
+        return StandardCharsets.UTF_8.decode(buffer).toString();
+    }
+
+    /**
+     * Closing the descriptor does not end an accept() blocked on it, and until that returns the
+     * address stays bound: a connection of our own wakes it, and the loop sees the channel closed.
+     */
+    @Override
+    public void close() throws IOException {
+        server.close();
+        isAlive(device);
+        try {
+            thread.join(2000);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+}
