@@ -57,10 +57,11 @@
 #define	PATH_ROOT_CONF_OLD	"/etc/reroot.conf"
 #define	PATH_NEWROOT		"/newroot"
 
-#define	DEATH_WATCH	5	/* seconds for SIGTERM, then SIGKILL, to work */
-#define	HOOK_TIMEOUT	120	/* seconds /etc/rc.reroot may run */
-#define	ROOT_WAIT	3	/* default seconds to wait for the root device */
-#define	SHELL_SPACING	2	/* seconds between emergency shell restarts */
+/* In seconds. */
+#define	DEATH_WATCH	5	/* for SIGTERM, then SIGKILL */
+#define	HOOK_TIMEOUT	120	/* for /etc/rc.reroot to finish */
+#define	ROOT_WAIT	3	/* default wait for the root device */
+#define	SHELL_SPACING	2	/* between emergency shells */
 
 #ifdef __FreeBSD__
 #define	SIGREROOT	SIGEMT	/* what reboot -r sends */
@@ -82,7 +83,7 @@ enum state { S_RUNCOM, S_IDLE, S_REROOT, S_DEATH, S_SHELL };
 static const struct {
 	int		 sig;
 	enum request	 req;
-	const char	*cmd;		/* "init CMD" sends sig to process 1 */
+	const char	*cmd;		/* "init cmd" sends sig */
 } sigmap[] = {
 	{ SIGREROOT,	R_REROOT,	"reroot" },
 	{ SIGUSR1,	R_HALT,		"halt" },
@@ -110,7 +111,8 @@ static sigset_t waitset;		/* blocked; collected by sigtimedwait */
 static enum request requested = R_NONE;
 static char *argv0;
 
-static void	emergency(const char *, ...) __attribute__((format(printf, 1, 2)));
+static void	emergency(const char *, ...)
+		    __attribute__((format(printf, 1, 2)));
 static enum state reroot_phase_two(void);
 
 static void
@@ -283,7 +285,7 @@ spawn(char *const argv[])
 	return (pid);
 }
 
-/* Unless they are open already, attach stdin, stdout and stderr to the console. */
+/* Attach stdin, stdout and stderr to the console unless they are open. */
 static void
 open_console(void)
 {
@@ -325,7 +327,9 @@ mount_kernel_fs(void)
 	static const struct {
 		const char *path, *type;
 	} fs[] = {
-		{ "/dev", "devtmpfs" }, { "/proc", "proc" }, { "/sys", "sysfs" },
+		{ "/dev", "devtmpfs" },
+		{ "/proc", "proc" },
+		{ "/sys", "sysfs" },
 	};
 	size_t i;
 
@@ -1008,7 +1012,8 @@ command(int argc, char *argv[])
 	if (argc != 2)
 		usage();
 	for (i = 0; i < NSIGMAP; i++)
-		if (sigmap[i].cmd != NULL && strcmp(argv[1], sigmap[i].cmd) == 0) {
+		if (sigmap[i].cmd != NULL &&
+		    strcmp(argv[1], sigmap[i].cmd) == 0) {
 			if (kill(1, sigmap[i].sig) == -1)
 				err(EX_NOPERM, "cannot signal process 1");
 			return (EX_OK);
