@@ -268,6 +268,11 @@ report_status(const char *what, int status)
 	return (-1);
 }
 
+/*
+ * Run a script in its own process group but in our session, which has no
+ * controlling terminal: not being a session leader, it cannot acquire the
+ * console as one, so its exit cannot SIGHUP the daemon it leaves behind.
+ */
 static pid_t
 spawn(char *const argv[])
 {
@@ -275,7 +280,7 @@ spawn(char *const argv[])
 
 	if ((pid = fork()) == 0) {
 		reset_signals();
-		setsid();
+		setpgid(0, 0);
 		execv(argv[0], argv);
 		emergency("cannot exec %s: %s", argv[0], strerror(errno));
 		_exit(127);
