@@ -1,18 +1,25 @@
 #!/bin/bash
 # Runs every test. First installs what the tests need when it is missing: the real NBD
 # servers they talk to (nbdkit, nbd-server, qemu-nbd), fio for the benchmark script,
+# a C compiler, busybox-static and mkfs.ext4 for the init tests (init/test/run.sh),
 # and Maven's dependencies (Maven fetches those itself).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
-for pair in nbdkit:nbdkit nbd-server:nbd-server qemu-nbd:qemu-utils qemu-img:qemu-utils fio:fio; do
+for pair in nbdkit:nbdkit nbd-server:nbd-server qemu-nbd:qemu-utils qemu-img:qemu-utils fio:fio \
+    cc:gcc make:make mkfs.ext4:e2fsprogs; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
+# The init tests chroot into a tree without libraries: static libc and busybox.
+[ -e "$(cc -print-file-name=libc.a 2>/dev/null)" ] || missing+=(libc6-dev)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
 fi
 
+# The companion init (C): built with -Werror and run as process 1 of a PID namespace.
+make -C init check
 exec mvn -B -ntp verify "$@"
