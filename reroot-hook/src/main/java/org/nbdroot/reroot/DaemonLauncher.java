@@ -76,6 +76,8 @@ public final class DaemonLauncher {
         while (true) {
             attempt++;
             ProcessBuilder pb = new ProcessBuilder(command(device))
+                    // not the old root's /, which the reroot takes away
+                    .directory(staged.root().toFile())
                     .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
                     .redirectError(ProcessBuilder.Redirect.INHERIT);
             environment(pb.environment());
