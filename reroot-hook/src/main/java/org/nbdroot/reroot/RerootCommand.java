@@ -13,7 +13,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /** {@code nbd-client reroot stage|start}: the two steps {@code /etc/rc.reroot} runs. */
-@Command(name = "reroot",
+@Command(name = "reroot", mixinStandardHelpOptions = true,
         description = {"The steps /etc/rc.reroot runs while the machine reroots onto an NBD-served root:",
                 "  stage   copy this runtime image, the libraries it maps and the runtime linker to DIR",
                 "  start   start one daemon per configured device from DIR, then name the new root"},
@@ -33,7 +33,7 @@ public final class RerootCommand implements Callable<Integer> {
         return System.getProperty("os.name", "").toLowerCase(java.util.Locale.ROOT).contains("freebsd");
     }
 
-    @Command(name = "stage", description = "Copy the runtime image, every library it maps and the runtime linker into DIR.")
+    @Command(name = "stage", mixinStandardHelpOptions = true, description = "Copy the runtime image, every library it maps and the runtime linker into DIR.")
     static final class Stage implements Callable<Integer> {
         @CommandLine.Spec
         CommandLine.Model.CommandSpec spec;
@@ -62,7 +62,7 @@ public final class RerootCommand implements Callable<Integer> {
         }
     }
 
-    @Command(name = "start", description = {"Start one daemon per configured device from the staged copy in DIR,",
+    @Command(name = "start", mixinStandardHelpOptions = true, description = {"Start one daemon per configured device from the staged copy in DIR,",
             "wait until each device serves, then name the new root (FreeBSD: kenv vfs.root.mountfrom;",
             "Linux: DIR/root.conf for the companion init)."})
     static final class Start implements Callable<Integer> {

@@ -30,6 +30,16 @@ public final class SharedLibraries {
             return dirs;
         }
         dirs.addAll(linuxLdSoConf(Path.of("/etc/ld.so.conf"), new LinkedHashSet<>()));
+        // Debian's glibc searches its multiarch directories even with no ld.so.conf (an initramfs).
+        String triplet = switch (System.getProperty("os.arch", "")) {
+            case "amd64", "x86_64" -> "x86_64-linux-gnu";
+            case "aarch64", "arm64" -> "aarch64-linux-gnu";
+            default -> null;
+        };
+        if (triplet != null) {
+            dirs.add(Path.of("/lib", triplet));
+            dirs.add(Path.of("/usr/lib", triplet));
+        }
         for (String d : List.of("/lib64", "/usr/lib64", "/lib", "/usr/lib")) {
             dirs.add(Path.of(d));
         }
