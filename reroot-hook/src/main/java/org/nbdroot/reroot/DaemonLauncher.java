@@ -40,7 +40,7 @@ public final class DaemonLauncher {
     public record Started(RerootConfig.Device device, String devicePath, long pid) {}
 
     /** The command line: runtime linker, staged java, the options the launcher script would give, the daemon's arguments. */
-    List<String> command(RerootConfig.Device device) throws IOException {
+    List<String> command(RerootConfig.Device device, List<String> javaOptions) throws IOException {
         List<String> command = new ArrayList<>();
         command.add(staged.runtimeLinker().toString());
         if (!freebsd) {
@@ -55,6 +55,7 @@ public final class DaemonLauncher {
         command.add("-Dsun.net.inetaddr.ttl=-1");
         command.add("-Djffi.boot.library.path=" + staged.image().resolve("lib"));
         command.add("-Dnbd.rundir=" + staged.runDirectory());
+        command.addAll(javaOptions);
         command.add("-m");
         command.add(MAIN);
         command.add("--foreground");
@@ -69,13 +70,14 @@ public final class DaemonLauncher {
      * Starts the daemon for {@code device}, trying again while it fails until {@code timeout}
      * has passed (the server may still be coming up), unless its command line is wrong.
      */
-    public Started start(RerootConfig.Device device, Duration timeout) throws IOException, InterruptedException {
+    public Started start(RerootConfig.Device device, Duration timeout, List<String> javaOptions)
+            throws IOException, InterruptedException {
         long deadline = System.nanoTime() + timeout.toNanos();
         String path = device.devicePath(freebsd);
         int attempt = 0;
         while (true) {
             attempt++;
-            ProcessBuilder pb = new ProcessBuilder(command(device))
+            ProcessBuilder pb = new ProcessBuilder(command(device, javaOptions))
                     // not the old root's /, which the reroot takes away
                     .directory(staged.root().toFile())
                     .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))

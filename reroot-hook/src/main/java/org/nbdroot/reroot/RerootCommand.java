@@ -89,13 +89,13 @@ public final class RerootCommand implements Callable<Integer> {
             DaemonLauncher launcher = new DaemonLauncher(staged, freebsd, System.err);
             if (dryRun) {
                 for (RerootConfig.Device d : cfg.devices()) {
-                    out.println("would run: " + String.join(" ", launcher.command(d)));
+                    out.println("would run: " + String.join(" ", launcher.command(d, cfg.javaOptions())));
                 }
                 printRoot(cfg, freebsd, staged, out);
                 return 0;
             }
             for (RerootConfig.Device d : cfg.devices()) {
-                DaemonLauncher.Started s = launcher.start(d, cfg.timeout());
+                DaemonLauncher.Started s = launcher.start(d, cfg.timeout(), cfg.javaOptions());
                 out.println("nbd-client reroot: " + s.devicePath() + " served by pid " + s.pid() + " from "
                         + String.join(" ", d.server()));
                 out.flush();

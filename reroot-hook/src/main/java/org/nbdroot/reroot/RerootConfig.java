@@ -20,11 +20,13 @@ import java.util.regex.Pattern;
  *   nbdroot.rootflags=noatime                Linux: mount options for the new root
  *   nbdroot.init=/sbin/init                  the new root's init
  *   nbdroot.timeout=60                       seconds to wait for each device
+ *   nbdroot.java.options=-Xmx128m            more JVM options for the daemons (and, through
+ *                                            rc.reroot's JAVA_OPTS, for these steps)
  *   nbdroot.net.addr=10.0.2.15/24            (and .if, .gw, .dns) the network /etc/rc brings up
  * </pre>
  */
 public record RerootConfig(List<Device> devices, String root, Optional<String> rootFlags, Optional<String> init,
-        Duration timeout) {
+        Duration timeout, List<String> javaOptions) {
     static final String PREFIX = "nbdroot.";
     /** nbdroot.net.if, .addr, .gw, .dns: read by /etc/rc, which brings the network up; ignored here. */
     static final String NETWORK_PREFIX = "nbdroot.net.";
@@ -49,10 +51,11 @@ public record RerootConfig(List<Device> devices, String root, Optional<String> r
             if (m.matches()) {
                 int unit = Integer.parseInt(m.group(1));
                 (m.group(2).equals("server") ? servers : options).put(unit, e.getValue().trim());
-            } else if (!e.getKey().startsWith(NETWORK_PREFIX) && !List.of("nbdroot.root", "nbdroot.rootflags", "nbdroot.init", "nbdroot.timeout").contains(e.getKey())) {
+            } else if (!e.getKey().startsWith(NETWORK_PREFIX) && !List.of("nbdroot.root", "nbdroot.rootflags", "nbdroot.init", "nbdroot.timeout",
+                    "nbdroot.java.options").contains(e.getKey())) {
                 throw new IllegalArgumentException("unknown variable " + e.getKey()
                         + " (known: nbdroot.N.server, nbdroot.N.options, nbdroot.root, nbdroot.rootflags, nbdroot.init,"
-                        + " nbdroot.timeout, and nbdroot.net.* for /etc/rc)");
+                        + " nbdroot.timeout, nbdroot.java.options, and nbdroot.net.* for /etc/rc)");
             }
         }
         for (int unit : options.keySet()) {
@@ -90,7 +93,8 @@ public record RerootConfig(List<Device> devices, String root, Optional<String> r
             }
         }
         return new RerootConfig(List.copyOf(devices), root.trim(), Optional.ofNullable(variables.get("nbdroot.rootflags")),
-                Optional.ofNullable(variables.get("nbdroot.init")), timeout);
+                Optional.ofNullable(variables.get("nbdroot.init")), timeout,
+                words(variables.getOrDefault("nbdroot.java.options", "")));
     }
 
     private static List<String> words(String s) {

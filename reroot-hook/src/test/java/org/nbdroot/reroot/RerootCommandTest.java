@@ -35,7 +35,7 @@ class RerootCommandTest {
         Files.writeString(dir.resolve("runtime-linker"), "ld-linux-x86-64.so.2\n");
         Path conf = dir.resolve("nbdroot.conf");
         Files.writeString(conf, "nbdroot.0.server=\"nbd://10.0.2.2:10809/root\"\nnbdroot.0.options=\"--connections 2\"\n"
-                + "nbdroot.root=\"ext4:/dev/nbd0\"\n");
+                + "nbdroot.root=\"ext4:/dev/nbd0\"\nnbdroot.java.options=\"-Xmx64m\"\n");
         Run r = run("start", "--dry-run", "--from", dir.toString(), "--config", conf.toString());
         assertEquals(0, r.status(), r.err());
         String expected = "would run: " + dir + "/lib/ld-linux-x86-64.so.2 --inhibit-cache " + dir + "/nbd-client/bin/java";
@@ -44,7 +44,7 @@ class RerootCommandTest {
         }
         assertTrue(r.out().startsWith(expected), r.out());
         assertTrue(r.out().contains(" -Dnbd.rundir=" + dir + "/run "), r.out());
-        assertTrue(r.out().contains(" -m org.nbdroot.client/org.nbdroot.client.Main --foreground --detached --connections 2"
+        assertTrue(r.out().contains(" -Xmx64m -m org.nbdroot.client/org.nbdroot.client.Main --foreground --detached --connections 2"
                 + " nbd://10.0.2.2:10809/root /dev/"), r.out());
         assertTrue(r.out().contains("FSTYPE=ext4"), r.out());
         assertTrue(Files.notExists(dir.resolve("root.conf")), "a dry run writes nothing");

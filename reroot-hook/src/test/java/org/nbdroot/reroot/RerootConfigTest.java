@@ -16,7 +16,7 @@ class RerootConfigTest {
         Map<String, String> vars = KernelCommandLine.parse("BOOT_IMAGE=/vmlinuz console=ttyS0 quiet"
                 + " nbdroot.1.server=nbd://10.0.2.2:10810/data nbdroot.0.server=\"10.0.2.2 10809\""
                 + " nbdroot.0.options=\"--connections 2 --reconnect-attempts 0\" nbdroot.root=ext4:/dev/nbd0"
-                + " nbdroot.rootflags=noatime nbdroot.timeout=5 nbdroot.net.addr=10.0.2.15/24 nbdroot.net.gw=10.0.2.2");
+                + " nbdroot.rootflags=noatime nbdroot.timeout=5 nbdroot.java.options=\"-Xint -Xmx96m\" nbdroot.net.addr=10.0.2.15/24 nbdroot.net.gw=10.0.2.2");
         RerootConfig c = RerootConfig.from(vars);
         assertEquals(2, c.devices().size());
         RerootConfig.Device d0 = c.devices().get(0);
@@ -29,6 +29,7 @@ class RerootConfigTest {
         assertEquals("ext4:/dev/nbd0", c.root());
         assertEquals(Optional.of("noatime"), c.rootFlags());
         assertEquals(Duration.ofSeconds(5), c.timeout());
+        assertEquals(List.of("-Xint", "-Xmx96m"), c.javaOptions());
         assertEquals("ROOT=/dev/nbd0\nFSTYPE=ext4\nFLAGS=noatime\nINIT=/sbin/init\n", NewRoot.linuxRootConf(c));
     }
 
