@@ -21,7 +21,8 @@ files() {
   awk '$6 ~ /^\// {print $6}' "/proc/$daemon/maps"
   for f in /proc/"$daemon"/task/*/fd/* /proc/"$daemon"/fd/*; do readlink "$f"; done 2>/dev/null
 }
-outside=$(files | sort -u | grep '^/' | grep -v '^/dev/reroot/' | grep -Ev '^/dev/(null|console|nbd[0-9]+|ttyS?[0-9]*|u?random)$')
+outside=$(files | sed 's/ (deleted)$//' | sort -u | grep '^/' | grep -v '^/dev/reroot/' \
+  | grep -Ev '^/dev/(null|console|nbd[0-9]+|ttyS?[0-9]*|u?random)$')
 if [ -n "$daemon" ] && [ -z "$outside" ]; then echo "GUEST-FILES-OK $(files | sort -u | grep -c '^/dev/reroot/')"; else
   echo "GUEST-FILES-OUTSIDE:"; echo "$outside"; fi
 
@@ -44,6 +45,10 @@ dd if=/dev/urandom of=/tmp/tail bs=1M count=1 2>/dev/null
 dd if=/tmp/tail of=/dev/nbd0 bs=1M seek=$((old * 512 / 1048576)) conv=fsync 2>/dev/null \
   && echo "GUEST-TAIL-MD5 $(md5sum < /tmp/tail | cut -d' ' -f1)"
 echo "GUEST-DONE"
+# The daemon's log, through the descriptor it still holds on the removed file.
+for f in /proc/"$daemon"/fd/*; do
+  case $(readlink "$f") in *.log*) echo "GUEST-DAEMON-LOG:"; cat "$f";; esac
+done
 sync; umount /out
 mount -o remount,ro /      # flush the journal, or fsck sees needs_recovery
 poweroff -f
