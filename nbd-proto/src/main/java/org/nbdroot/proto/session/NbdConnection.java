@@ -55,6 +55,10 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
 
     private volatile LossListener lossListener;
     private boolean lossReported;
+    /** Set when the connection is retired: where requests that reach it from then on go instead. */
+    private volatile java.util.function.Consumer<NbdRequest> handOver;
+    /** A retiring connection's last request, sent once everything else is answered; then NBD_CMD_DISC. */
+    private NbdRequest finalFlush;
 
     NbdConnection(Channel channel, ExportInfo export) {
         this(channel, export, null);
@@ -100,6 +104,11 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     }
 
     void submit(NbdRequest request) {
+        java.util.function.Consumer<NbdRequest> elsewhere = handOver;
+        if (elsewhere != null) {
+            elsewhere.accept(request); // retired: picked just before the session replaced it
+            return;
+        }
         Throwable cause = failure;
         if (cause != null) {
             if (lossListener != null && !disconnecting) {
@@ -125,7 +134,12 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         boolean wrote = false;
         NbdRequest request;
         while ((request = submitted.poll()) != null) {
-                if (failure != null || disconnecting) {
+            if (handOver != null) {
+                request.resetForResend();
+                handOver.accept(request);
+                continue;
+            }
+            if (failure != null || disconnecting) {
                 if (failure != null && lossListener != null && !disconnecting) {
                     request.resetForResend();
                     lossListener.connectionLost(this, failure, List.of(request));
@@ -387,8 +401,27 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             request.completion.complete(request, null);
         }
         if (disconnecting && inFlight.isEmpty()) {
-            sendDisconnect();
+            lastReplyReceived();
         }
+    }
+
+    /** Everything sent is answered on a connection that is ending: its final FLUSH if it has one, else DISC. */
+    private void lastReplyReceived() {
+        NbdRequest flush = finalFlush;
+        if (flush == null) {
+            sendDisconnect();
+            return;
+        }
+        finalFlush = null;
+        if (!channel.isActive()) {
+            handOver.accept(flush);
+            return;
+        }
+        long handle = inFlight.add(flush);
+        ByteBuf header = channel.alloc().directBuffer(RequestEncoder.HEADER_LENGTH);
+        RequestEncoder.writeHeader(header, Command.FLUSH, 0, handle, 0, 0);
+        channel.writeAndFlush(header, channel.voidPromise());
+        inFlightEstimate = inFlight.size();
     }
 
     private static void fail(NbdRequest request, Throwable cause) {
@@ -411,6 +444,39 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
                 sendDisconnect();
             }
         });
+        return closed.handle((v, e) -> null);
+    }
+
+    /**
+     * Takes this connection out of service gracefully, once the session has put another in its
+     * place: requests that still reach it go to {@code elsewhere}; those already sent are
+     * answered here; then {@code flush} (if not null) is sent and answered, so the writes made
+     * here are covered before the connection ends with NBD_CMD_DISC. If the connection fails
+     * meanwhile, what it had not answered (the flush too) goes to {@code elsewhere}, to be sent
+     * again. Completes when the connection is closed.
+     */
+    CompletableFuture<Void> retire(java.util.function.Consumer<NbdRequest> elsewhere, NbdRequest flush) {
+        handOver = elsewhere;
+        try {
+            channel.eventLoop().execute(() -> {
+                if (disconnecting) {
+                    if (flush != null) {
+                        elsewhere.accept(flush);
+                    }
+                    return;
+                }
+                disconnecting = true;
+                finalFlush = flush;
+                drain();
+                if (inFlight.isEmpty()) {
+                    lastReplyReceived();
+                }
+            });
+        } catch (RejectedExecutionException e) {
+            if (flush != null) {
+                elsewhere.accept(flush);
+            }
+        }
         return closed.handle((v, e) -> null);
     }
 
@@ -454,7 +520,18 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         while ((request = submitted.poll()) != null) {
             unanswered.add(request);
         }
-        if (lossListener != null && !disconnecting) {
+        java.util.function.Consumer<NbdRequest> elsewhere = handOver;
+        if (elsewhere != null) {
+            // Retired: nothing fails here; what was not answered is sent again on the session's other connections.
+            if (finalFlush != null) {
+                unanswered.add(finalFlush);
+                finalFlush = null;
+            }
+            for (NbdRequest r : unanswered) {
+                r.resetForResend();
+                elsewhere.accept(r);
+            }
+        } else if (lossListener != null && !disconnecting) {
             if (!lossReported || !unanswered.isEmpty()) {
                 lossReported = true; // channelInactive follows exceptionCaught: report the loss once
                 unanswered.forEach(NbdRequest::resetForResend);

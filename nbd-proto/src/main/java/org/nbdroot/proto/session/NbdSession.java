@@ -44,6 +44,9 @@ public final class NbdSession implements AutoCloseable {
     private final NbdUri uri;
     private final SessionOptions options;
     private final Reconnector reconnector;
+    /** Completes once connections retired by {@link #refreshExport} have flushed what they wrote and closed. */
+    private volatile CompletableFuture<Void> retirements = CompletableFuture.completedFuture(null);
+    private final java.util.concurrent.atomic.AtomicBoolean refreshing = new java.util.concurrent.atomic.AtomicBoolean();
 
     /** A session over connections that are already open, which does not reconnect. */
     private NbdSession(ExportInfo export, List<NbdConnection> connections) {
@@ -171,6 +174,99 @@ public final class NbdSession implements AutoCloseable {
         exportChanged(newExport);
     }
 
+    /**
+     * What {@link #refreshExport} found.
+     *
+     * @param before  the export as the session knew it
+     * @param now     the export as a fresh handshake describes it
+     * @param adopted whether the session now works with {@code now} (its connections were replaced)
+     */
+    public record ExportRefresh(ExportInfo before, ExportInfo now, boolean adopted) {
+        public boolean changed() {
+            return before.size() != now.size() || before.flags() != now.flags();
+        }
+    }
+
+    /**
+     * Asks the server what the export is like now. NBD has no notice of a size change and a
+     * server fixes size and flags per connection, so this opens a fresh connection (a whole
+     * handshake, GO). When the export changed and {@code adopt} accepts the new description,
+     * fresh connections replace every current one: requests from then on go to them, while the
+     * old ones answer what was already sent, FLUSH what they wrote and close (a FLUSH
+     * submitted meanwhile completes only after that). Otherwise the fresh connection is closed
+     * and nothing changes. Fails, changing nothing, while a connection is being reconnected.
+     */
+    public CompletableFuture<ExportRefresh> refreshExport(java.util.function.Predicate<ExportInfo> adopt) {
+        if (connector == null) {
+            return CompletableFuture.failedFuture(new NbdException("this session cannot open new connections"));
+        }
+        if (!refreshing.compareAndSet(false, true)) {
+            return CompletableFuture.failedFuture(new NbdException("the export is already being refreshed"));
+        }
+        ExportInfo before = export;
+        CompletableFuture<ExportRefresh> result = openConnection(connector, uri, options, reconnector).thenCompose(first -> {
+            ExportInfo now = first.export();
+            ExportRefresh unchanged = new ExportRefresh(before, now, false);
+            if (!unchanged.changed() || !adopt.test(now)) {
+                return first.disconnect().thenApply(v -> unchanged);
+            }
+            List<CompletableFuture<NbdConnection>> fresh = new ArrayList<>();
+            fresh.add(CompletableFuture.completedFuture(first));
+            for (int i = 1; i < connections.length(); i++) {
+                fresh.add(openConnection(connector, uri, options, reconnector));
+            }
+            return CompletableFuture.allOf(fresh.toArray(CompletableFuture[]::new)).handle((v, error) -> {
+                List<NbdConnection> opened = new ArrayList<>();
+                fresh.stream().filter(f -> !f.isCompletedExceptionally()).forEach(f -> opened.add(f.join()));
+                String problem = error != null ? unwrap(error).getMessage() : null;
+                for (NbdConnection c : opened) {
+                    if (problem == null && (c.export().size() != now.size() || c.export().flags() != now.flags())) {
+                        problem = "the server described the export differently on another connection";
+                    }
+                }
+                for (int i = 0; problem == null && i < connections.length(); i++) {
+                    if (!connections.get(i).isUsable()) {
+                        problem = "connection " + i + " is down and being reconnected; try again once it is back";
+                    }
+                }
+                if (problem != null) {
+                    opened.forEach(NbdConnection::disconnect);
+                    throw new java.util.concurrent.CompletionException(new NbdException(
+                            "cannot switch to the export's new description: " + problem));
+                }
+                swap(opened, now);
+                return new ExportRefresh(before, now, true);
+            });
+        });
+        return result.whenComplete((r, e) -> refreshing.set(false));
+    }
+
+    /** Puts fresh connections in the slots, then retires the old ones (see {@link NbdConnection#retire}). */
+    private void swap(List<NbdConnection> fresh, ExportInfo now) {
+        boolean flushes = !export.readOnly() && export.has(TransmissionFlag.SEND_FLUSH);
+        List<NbdConnection> old = new ArrayList<>();
+        for (int i = 0; i < fresh.size(); i++) {
+            old.add(connections.getAndSet(i, fresh.get(i)));
+        }
+        // Slots first, then the size: a request checked against the new size never goes to an old connection.
+        exportChanged(now);
+        List<CompletableFuture<Void>> done = new ArrayList<>();
+        for (NbdConnection o : old) {
+            CompletableFuture<Void> flushed = new CompletableFuture<>();
+            NbdRequest flush = !flushes ? null : new NbdRequest(Command.FLUSH, 0, 0, 0, null, (r, failure) -> {
+                if (failure != null) {
+                    java.util.logging.Logger.getLogger(NbdSession.class.getName()).warning(
+                            "the FLUSH ending a replaced connection failed: " + failure.getMessage());
+                }
+                flushed.complete(null);
+            });
+            CompletableFuture<Void> closedNow = o.retire(this::submit, flush);
+            done.add(flush == null ? closedNow : flushed);
+        }
+        CompletableFuture<Void> previous = retirements;
+        retirements = CompletableFuture.allOf(previous, CompletableFuture.allOf(done.toArray(CompletableFuture[]::new)));
+    }
+
     /** Connections lost and opened again since the session started. */
     public long reconnects() {
         return reconnector == null ? 0 : reconnector.reconnects();
@@ -271,7 +367,10 @@ public final class NbdSession implements AutoCloseable {
         if (!export.has(TransmissionFlag.SEND_FLUSH)) {
             return CompletableFuture.failedFuture(unsupported("NBD_CMD_FLUSH", "send_flush"));
         }
-        return simple(Command.FLUSH, 0, 0, 0, null);
+        CompletableFuture<Void> retiring = retirements;
+        CompletableFuture<Void> flush = simple(Command.FLUSH, 0, 0, 0, null);
+        // Writes answered on a connection being retired are covered by its own last FLUSH: wait for that too.
+        return retiring.isDone() ? flush : flush.thenCombine(retiring, (a, b) -> null);
     }
 
     /** Discards a range (NBD_CMD_TRIM); it may read back as anything afterwards. */
