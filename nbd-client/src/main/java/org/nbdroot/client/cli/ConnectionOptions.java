@@ -18,6 +18,16 @@ public final class ConnectionOptions {
             description = "Give up connecting after this long; default ${DEFAULT-VALUE} s.")
     int connectTimeoutSeconds;
 
+    @Option(names = "--request-timeout", paramLabel = "SECONDS", defaultValue = "30",
+            description = "A request without a reply for this long declares the connection dead: it is reconnected and "
+                    + "its requests sent again (nothing fails while reconnecting). Also TCP_USER_TIMEOUT. "
+                    + "0: no deadline; default ${DEFAULT-VALUE} s.")
+    int requestTimeoutSeconds;
+
+    @Option(names = "--handshake-timeout", paramLabel = "SECONDS", defaultValue = "10",
+            description = "Give up a handshake (and try again, when reconnecting) after this long; default ${DEFAULT-VALUE} s.")
+    int handshakeTimeoutSeconds;
+
     @Option(names = "--reconnect-attempts", paramLabel = "N", defaultValue = "0",
             description = "When a connection drops, try this many times to get it back, its requests waiting "
                     + "meanwhile; 0 (default) keeps trying for ever, -1 fails them at once.")
@@ -27,7 +37,11 @@ public final class ConnectionOptions {
         SessionOptions d = SessionOptions.DEFAULT;
         ReconnectPolicy reconnect = reconnectAttempts < 0 ? null : new ReconnectPolicy(
                 ReconnectPolicy.FOREVER.initialDelay(), ReconnectPolicy.FOREVER.maxDelay(), reconnectAttempts);
+        if (requestTimeoutSeconds < 0 || handshakeTimeoutSeconds < 1) {
+            throw new IllegalArgumentException("--request-timeout must not be negative and --handshake-timeout must be at least 1");
+        }
         return new SessionOptions(connections, !noStructuredReplies, d.metaContexts(),
-                Duration.ofSeconds(connectTimeoutSeconds), d.handshakeTimeout(), reconnect);
+                Duration.ofSeconds(connectTimeoutSeconds), Duration.ofSeconds(handshakeTimeoutSeconds), reconnect,
+                Duration.ofSeconds(requestTimeoutSeconds));
     }
 }

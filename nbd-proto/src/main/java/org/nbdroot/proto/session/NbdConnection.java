@@ -13,6 +13,8 @@ import java.util.List;
 import java.util.Queue;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.nbdroot.proto.Extent;
 import org.nbdroot.proto.ExportInfo;
@@ -69,6 +71,36 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         this.channel = channel;
         this.export = export;
         this.inFlight = new InFlightTable(export.structuredReplies(), export.blockSize().minimum());
+    }
+
+    /**
+     * Declares the connection dead when a request waits longer than {@code timeout} for its
+     * reply: a server that accepts but stopped answering must not hold a disk for ever. The
+     * connection then fails as if it had dropped, so a reconnecting session sends its requests
+     * again elsewhere. Zero: no deadline. Checked a few times per timeout, at most once a second.
+     */
+    void watchReplies(java.time.Duration timeout) {
+        if (timeout.isZero() || timeout.isNegative()) {
+            return;
+        }
+        long nanos = timeout.toNanos();
+        long period = Math.max(TimeUnit.MILLISECONDS.toNanos(50), Math.min(TimeUnit.SECONDS.toNanos(1), nanos / 10));
+        ScheduledFuture<?> watchdog = channel.eventLoop().scheduleAtFixedRate(() -> {
+            if (failure != null) {
+                return;
+            }
+            NbdRequest oldest = inFlight.oldest();
+            if (oldest != null && System.nanoTime() - oldest.sentAt > nanos) {
+                failEverything(new NbdException(String.format(
+                        "no reply to %s within %s: the server stopped answering; dropping the connection",
+                        oldest.describe(), describe(timeout))));
+            }
+        }, period, period, TimeUnit.NANOSECONDS);
+        closed.whenComplete((v, e) -> watchdog.cancel(false));
+    }
+
+    private static String describe(java.time.Duration d) {
+        return d.toMillis() % 1000 == 0 ? d.toSeconds() + " s" : d.toMillis() + " ms";
     }
 
     /** Set once, before requests are submitted: the session that takes this connection's lost requests. */
@@ -132,6 +164,7 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         drainScheduled.set(false);
         ByteBuf headers = null;
         boolean wrote = false;
+        long now = 0;
         NbdRequest request;
         while ((request = submitted.poll()) != null) {
             if (handOver != null) {
@@ -149,6 +182,7 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
                 continue;
             }
             long handle = inFlight.add(request);
+            request.sentAt = now != 0 ? now : (now = System.nanoTime());
             if (headers == null) {
                 headers = channel.alloc().directBuffer(RequestEncoder.HEADER_LENGTH * 16);
             }
@@ -418,6 +452,7 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             return;
         }
         long handle = inFlight.add(flush);
+        flush.sentAt = System.nanoTime();
         ByteBuf header = channel.alloc().directBuffer(RequestEncoder.HEADER_LENGTH);
         RequestEncoder.writeHeader(header, Command.FLUSH, 0, handle, 0, 0);
         channel.writeAndFlush(header, channel.voidPromise());

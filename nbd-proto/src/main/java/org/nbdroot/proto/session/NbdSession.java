@@ -130,13 +130,14 @@ public final class NbdSession implements AutoCloseable {
     private static CompletableFuture<NbdConnection> openConnection(NbdConnector connector, NbdUri uri,
             SessionOptions options, NbdConnection.LossListener listener) {
         return connector.connect(uri.endpoint(), options.plan(uri.exportName()),
-                (ctx, result) -> installTransmission(ctx, result, listener), result -> null);
+                (ctx, result) -> installTransmission(ctx, result, listener, options.requestTimeout()), result -> null);
     }
 
     /** Puts the transmission handlers behind the handshake; runs on the event loop. */
     private static NbdConnection installTransmission(ChannelHandlerContext ctx, HandshakeResult result,
-            NbdConnection.LossListener listener) {
+            NbdConnection.LossListener listener, java.time.Duration requestTimeout) {
         NbdConnection connection = new NbdConnection(ctx.channel(), result.export(), listener);
+        connection.watchReplies(requestTimeout);
         ctx.pipeline().addLast("replies", new ReplyDecoder(connection.expectations(),
                 result.export().structuredReplies()));
         ctx.pipeline().addLast("connection", connection);
