@@ -33,10 +33,16 @@ public final class ConnectionOptions {
                     + "meanwhile; 0 (default) keeps trying for ever, -1 fails them at once.")
     int reconnectAttempts;
 
+    @Option(names = "--replay-limit", paramLabel = "SIZE", defaultValue = "64M", converter = SizeConverter.class,
+            description = "Keep up to this much of the writes acknowledged since the last flush, to write them again "
+                    + "after a reconnect (a restarted server may have lost them); a flush of our own comes at half of it. "
+                    + "0: keep none; default ${DEFAULT-VALUE}.")
+    long replayLimit;
+
     public SessionOptions sessionOptions() {
         SessionOptions d = SessionOptions.DEFAULT;
         ReconnectPolicy reconnect = reconnectAttempts < 0 ? null : new ReconnectPolicy(
-                ReconnectPolicy.FOREVER.initialDelay(), ReconnectPolicy.FOREVER.maxDelay(), reconnectAttempts);
+                ReconnectPolicy.FOREVER.initialDelay(), ReconnectPolicy.FOREVER.maxDelay(), reconnectAttempts, replayLimit);
         if (requestTimeoutSeconds < 0 || handshakeTimeoutSeconds < 1) {
             throw new IllegalArgumentException("--request-timeout must not be negative and --handshake-timeout must be at least 1");
         }

@@ -47,6 +47,9 @@ public final class NbdSession implements AutoCloseable {
     /** Completes once connections retired by {@link #refreshExport} have flushed what they wrote and closed. */
     private volatile CompletableFuture<Void> retirements = CompletableFuture.completedFuture(null);
     private final java.util.concurrent.atomic.AtomicBoolean refreshing = new java.util.concurrent.atomic.AtomicBoolean();
+    /** Writes acknowledged since the last FLUSH, for replay after a reconnect; null when not kept. */
+    private volatile WriteJournal journal;
+    private final java.util.concurrent.atomic.AtomicBoolean journalFlushing = new java.util.concurrent.atomic.AtomicBoolean();
 
     /** A session over connections that are already open, which does not reconnect. */
     private NbdSession(ExportInfo export, List<NbdConnection> connections) {
@@ -86,6 +89,7 @@ public final class NbdSession implements AutoCloseable {
             wanted[0] = export.has(TransmissionFlag.CAN_MULTI_CONN) ? options.connections() : 1;
             session[0] = new NbdSession(connector, uri, options, wanted[0]);
             session[0].exportChanged(export);
+            session[0].journal = journalFor(options.reconnect(), export, wanted[0]);
             session[0].connections.set(0, first);
             first.setLossListener(session[0].reconnector);
             if (session[0].reconnector != null && !first.isUsable()) {
@@ -120,6 +124,36 @@ public final class NbdSession implements AutoCloseable {
                 return session[0];
             });
         });
+    }
+
+    /**
+     * A journal of unflushed writes when the session reconnects, the export is writable and has
+     * FLUSH (without it nothing ever empties the journal), and there is one connection: with
+     * several, one may drop while the others go on writing, and writing its journal again
+     * could put older data over theirs.
+     */
+    private static WriteJournal journalFor(ReconnectPolicy policy, ExportInfo export, int connections) {
+        if (policy == null || policy.replayLimit() == 0 || export.readOnly() || !export.has(TransmissionFlag.SEND_FLUSH)) {
+            return null;
+        }
+        if (connections > 1) {
+            java.util.logging.Logger.getLogger(NbdSession.class.getName()).info("with " + connections
+                    + " connections, writes acknowledged but not flushed are not kept for replay after a reconnect");
+            return null;
+        }
+        return new WriteJournal(policy.replayLimit());
+    }
+
+    /** The journal's writes to send again, oldest first; empty when none are kept, null when some were not. */
+    List<WriteJournal.Entry> journalReplay() {
+        WriteJournal j = journal;
+        return j == null ? List.of() : j.replay();
+    }
+
+    /** Writes acknowledged since the last FLUSH and kept for replay (0 when the session keeps none). */
+    public long unflushedBytes() {
+        WriteJournal j = journal;
+        return j == null ? 0 : j.bytes();
     }
 
     /** Opens one more connection like the others: for a reconnect. */
@@ -252,9 +286,14 @@ public final class NbdSession implements AutoCloseable {
         // Slots first, then the size: a request checked against the new size never goes to an old connection.
         exportChanged(now);
         List<CompletableFuture<Void>> done = new ArrayList<>();
+        WriteJournal j = journal;
+        long mark = j != null ? j.mark() : -1;
         for (NbdConnection o : old) {
             CompletableFuture<Void> flushed = new CompletableFuture<>();
             NbdRequest flush = !flushes ? null : new NbdRequest(Command.FLUSH, 0, 0, 0, null, (r, failure) -> {
+                if (failure == null && j != null) {
+                    j.flushed(mark);
+                }
                 if (failure != null) {
                     java.util.logging.Logger.getLogger(NbdSession.class.getName()).warning(
                             "the FLUSH ending a replaced connection failed: " + failure.getMessage());
@@ -448,14 +487,49 @@ public final class NbdSession implements AutoCloseable {
 
     private CompletableFuture<Void> simple(Command command, int flags, long offset, int length, ByteBuf payload) {
         CompletableFuture<Void> future = new CompletableFuture<>();
+        WriteJournal j = journal;
+        boolean journaled = j != null && (command == Command.WRITE || command == Command.TRIM || command == Command.WRITE_ZEROES);
+        // The journal copies a WRITE's data once it is acknowledged: the caller's buffer is unchanged until then.
+        ByteBuf kept = journaled && payload != null ? payload.retainedDuplicate() : null;
+        long mark = j != null && command == Command.FLUSH ? j.mark() : -1;
         submit(new NbdRequest(command, flags, offset, length, payload, (request, failure) -> {
             if (failure != null) {
+                if (kept != null) {
+                    kept.release();
+                }
                 future.completeExceptionally(failure);
-            } else {
-                future.complete(null);
+                return;
             }
+            if (journaled) {
+                try {
+                    j.acknowledged(command, flags, offset, length, kept);
+                } finally {
+                    if (kept != null) {
+                        kept.release();
+                    }
+                }
+                if (j.wantsFlush()) {
+                    flushForJournal();
+                }
+            } else if (mark >= 0) {
+                j.flushed(mark);
+            }
+            future.complete(null);
         }));
         return future;
+    }
+
+    /** A FLUSH of the session's own, to empty the journal before it reaches its limit. */
+    private void flushForJournal() {
+        if (journalFlushing.compareAndSet(false, true)) {
+            flush().whenComplete((v, e) -> {
+                journalFlushing.set(false);
+                if (e != null) {
+                    java.util.logging.Logger.getLogger(NbdSession.class.getName()).warning(
+                            "a FLUSH to empty the journal of unflushed writes failed: " + unwrap(e).getMessage());
+                }
+            });
+        }
     }
 
     void submit(NbdRequest request) {
@@ -535,6 +609,10 @@ public final class NbdSession implements AutoCloseable {
     public CompletableFuture<Void> disconnect() {
         if (reconnector != null) {
             reconnector.close();
+        }
+        WriteJournal j = journal;
+        if (j != null) {
+            j.clear();
         }
         return CompletableFuture.allOf(allConnections().stream().map(NbdConnection::disconnect)
                 .toArray(CompletableFuture[]::new));
