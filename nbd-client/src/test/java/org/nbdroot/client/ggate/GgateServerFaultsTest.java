@@ -25,11 +25,12 @@ import org.nbdroot.proto.transport.NbdUri;
 import org.nbdroot.proto.transport.Transport;
 
 /**
- * A GEOM Gate device over a server with a volatile write cache that restarts and loses what
- * it acknowledged but was not flushed (BIO_FLUSH): the daemon writes those again after the
- * reconnect, so the disk holds every write the kernel was told was done.
+ * A GEOM Gate device over a server that fails in the ways a root disk must survive without the
+ * kernel seeing an error: a restart that loses what it acknowledged but was not flushed
+ * (BIO_FLUSH), written again after the reconnect; and a server that stops answering, given up
+ * on after the request timeout and reconnected.
  */
-class GgateCrashReplayTest {
+class GgateServerFaultsTest {
     static final int DISK = 8 << 20;
     static final Duration WAIT = Duration.ofSeconds(30);
 
@@ -47,6 +48,42 @@ class GgateCrashReplayTest {
     void stop() {
         transport.close();
         kernel.close();
+    }
+
+    @Test
+    void aServerThatStopsAnsweringIsReconnectedAndNoBioFails() throws Exception {
+        Random random = new Random(42);
+        byte[] model = new byte[DISK];
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).start()) {
+            SessionOptions options = SessionOptions.DEFAULT.withRequestTimeout(Duration.ofSeconds(1)).withReconnect(
+                    new ReconnectPolicy(Duration.ofMillis(20), Duration.ofMillis(200), 0));
+            NbdSession session = NbdSession.connect(new NbdConnector(transport, Duration.ofSeconds(5)),
+                    NbdUri.parse(server.uri()), options).get(10, TimeUnit.SECONDS);
+            GgateDevice device = GgateDevice.create(session,
+                    new GgateOptions(GgateAbi.UNIT_AUTO, 0, GgateOptions.DEFAULT_QUEUE_SIZE, 0, false, 8), server.uri());
+            int unit = device.unit();
+            server.armFault(ScriptedNbdServer.Fault.STALL, 10);
+            java.util.List<Long> ids = new java.util.ArrayList<>();
+            int slot = DISK / 64; // disjoint: the bios are all outstanding at once
+            for (int i = 0; i < 64; i++) {
+                byte[] data = new byte[512 * (1 + random.nextInt(slot / 512))];
+                random.nextBytes(data);
+                ids.add(kernel.queueWrite(unit, (long) i * slot, data));
+                System.arraycopy(data, 0, model, i * slot, data.length);
+            }
+            for (long id : ids) {
+                BioResult r = kernel.awaitBio(id, WAIT);
+                assertTrue(r.ok(), "no bio fails: " + r);
+            }
+            assertEquals(List.of(ScriptedNbdServer.Fault.STALL), server.firedFaults());
+            assertEquals(1, session.reconnects(), "the silent connection was given up on");
+            BioResult read = kernel.awaitBio(kernel.queueRead(unit, 0, DISK), WAIT);
+            assertArrayEquals(model, read.data());
+            assertEquals(-1, Arrays.mismatch(model, server.contents()));
+            device.destroy(false);
+            assertNull(device.awaitTermination());
+            session.disconnect().get(10, TimeUnit.SECONDS);
+        }
     }
 
     @Test
