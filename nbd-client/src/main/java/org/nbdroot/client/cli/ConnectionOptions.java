@@ -18,16 +18,36 @@ public final class ConnectionOptions {
             description = "Give up connecting after this long; default ${DEFAULT-VALUE} s.")
     int connectTimeoutSeconds;
 
+    @Option(names = "--request-timeout", paramLabel = "SECONDS", defaultValue = "30",
+            description = "A request without a reply for this long declares the connection dead: it is reconnected and "
+                    + "its requests sent again (nothing fails while reconnecting). Also TCP_USER_TIMEOUT. "
+                    + "0: no deadline; default ${DEFAULT-VALUE} s.")
+    int requestTimeoutSeconds;
+
+    @Option(names = "--handshake-timeout", paramLabel = "SECONDS", defaultValue = "10",
+            description = "Give up a handshake (and try again, when reconnecting) after this long; default ${DEFAULT-VALUE} s.")
+    int handshakeTimeoutSeconds;
+
     @Option(names = "--reconnect-attempts", paramLabel = "N", defaultValue = "0",
             description = "When a connection drops, try this many times to get it back, its requests waiting "
                     + "meanwhile; 0 (default) keeps trying for ever, -1 fails them at once.")
     int reconnectAttempts;
 
+    @Option(names = "--replay-limit", paramLabel = "SIZE", defaultValue = "64M", converter = SizeConverter.class,
+            description = "Keep up to this much of the writes acknowledged since the last flush, to write them again "
+                    + "after a reconnect (a restarted server may have lost them); a flush of our own comes at half of it. "
+                    + "0: keep none; default ${DEFAULT-VALUE}.")
+    long replayLimit;
+
     public SessionOptions sessionOptions() {
         SessionOptions d = SessionOptions.DEFAULT;
         ReconnectPolicy reconnect = reconnectAttempts < 0 ? null : new ReconnectPolicy(
-                ReconnectPolicy.FOREVER.initialDelay(), ReconnectPolicy.FOREVER.maxDelay(), reconnectAttempts);
+                ReconnectPolicy.FOREVER.initialDelay(), ReconnectPolicy.FOREVER.maxDelay(), reconnectAttempts, replayLimit);
+        if (requestTimeoutSeconds < 0 || handshakeTimeoutSeconds < 1) {
+            throw new IllegalArgumentException("--request-timeout must not be negative and --handshake-timeout must be at least 1");
+        }
         return new SessionOptions(connections, !noStructuredReplies, d.metaContexts(),
-                Duration.ofSeconds(connectTimeoutSeconds), d.handshakeTimeout(), reconnect);
+                Duration.ofSeconds(connectTimeoutSeconds), Duration.ofSeconds(handshakeTimeoutSeconds), reconnect,
+                Duration.ofSeconds(requestTimeoutSeconds));
     }
 }

@@ -6,6 +6,7 @@ import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.session.SessionOptions;
 import org.nbdroot.proto.transport.NbdConnector;
 import org.nbdroot.proto.transport.NbdUri;
+import org.nbdroot.proto.transport.TcpLiveness;
 import org.nbdroot.proto.transport.Transport;
 
 /** The engine as one command uses it: a transport, a connector, and blocking waits. */
@@ -15,7 +16,9 @@ final class Engine implements AutoCloseable {
 
     Engine(int threads, SessionOptions options) {
         this.transport = Transport.create(threads);
-        this.connector = new NbdConnector(transport, options.connectTimeout());
+        // TCP_USER_TIMEOUT as the request timeout: unacknowledged data is the kernel's view of the same silence.
+        this.connector = new NbdConnector(transport, options.connectTimeout(),
+                TcpLiveness.DEFAULT.withUserTimeout(options.requestTimeout()));
     }
 
     NbdSession open(NbdUri uri, SessionOptions options) throws Exception {

@@ -4,8 +4,8 @@ import org.nbdroot.client.ggate.GgateDevice;
 import org.nbdroot.proto.transport.NbdUri;
 
 /**
- * What a serving daemon answers on its control socket: status and destroy. (Resize waits for
- * the session to reconnect: a server fixes an export's size per connection.)
+ * What a serving daemon answers on its control socket: status, destroy, and resize (the
+ * export's size asked for again on a fresh connection, the device following it).
  */
 public final class DaemonControl implements ControlServer.Handler {
     private final GgateDevice device;
@@ -23,8 +23,20 @@ public final class DaemonControl implements ControlServer.Handler {
                     + device.sectorSize() + " state=serving";
             case "destroy" -> destroy(false);
             case "destroy force" -> destroy(true);
+            case "resize" -> resize(false);
+            case "resize force" -> resize(true);
             default -> "error unknown request '" + request + "'";
         };
+    }
+
+    /** Replies {@code ok DEVICE size=N was=M export=E}, or an error saying why the size was kept. */
+    private String resize(boolean force) throws Exception {
+        GgateDevice.SizeChange change = device.refreshSize(force);
+        if (change.refused()) {
+            return "error the export shrank from " + change.before() + " to " + change.exportSize() + " bytes; "
+                    + device.name() + " keeps its " + change.before() + " bytes (shrink what is on it first, then resize --force)";
+        }
+        return "ok " + device.name() + " size=" + change.after() + " was=" + change.before() + " export=" + change.exportSize();
     }
 
     private String destroy(boolean force) throws Exception {

@@ -126,13 +126,62 @@ public final class GgateDevice implements AutoCloseable {
         return workerFailure;
     }
 
-    /** Grows or shrinks the device to a new export size (a multiple of the sector size). */
-    public void resize(long newExportSize) throws GgateException {
+    /** Grows or shrinks the device to a new export size (rounded down to a whole sector). */
+    public synchronized void resize(long newExportSize) throws GgateException {
         long size = newExportSize - newExportSize % sectorSize;
+        if (size <= 0) {
+            throw new GgateException(name() + ": the export (" + newExportSize + " bytes) is smaller than one sector");
+        }
+        if (size == mediaSize) {
+            return;
+        }
         try (GgateControl control = GgateControl.open()) {
             control.resize(unit, size);
+        } catch (GgateException e) {
+            String hint = e.is(jnr.constants.platform.Errno.EOPNOTSUPP)
+                    ? " (FreeBSD before 14 cannot resize a GEOM Gate device: destroy and create it again)" : "";
+            throw new GgateException("cannot resize " + name() + " from " + mediaSize + " to " + size + " bytes: "
+                    + e.getMessage() + hint);
         }
+        LOG.info(name() + ": resized from " + mediaSize + " to " + size + " bytes");
         mediaSize = size;
+    }
+
+    /**
+     * What {@link #refreshSize} did.
+     *
+     * @param before     the device's size before, in bytes
+     * @param after      its size now
+     * @param exportSize the export's size as the server now describes it
+     * @param refused    the export shrank and the device kept its size (no force)
+     */
+    public record SizeChange(long before, long after, long exportSize, boolean refused) {}
+
+    /**
+     * Asks the server for the export's size now ({@code nbd-client resize}) and resizes the
+     * device to it. A grown export grows the device. A shrunk one is refused unless
+     * {@code allowShrink}: the blocks past the new end are gone on the server, and a
+     * filesystem that still uses them would meet errors there, so the operator must shrink it
+     * first and say so. When refused the session keeps its connections and the old size.
+     */
+    public SizeChange refreshSize(boolean allowShrink) throws Exception {
+        long before = mediaSize;
+        NbdSession.ExportRefresh refresh;
+        try {
+            refresh = session.refreshExport(now -> allowShrink || now.size() - now.size() % sectorSize >= before)
+                    .get(2, java.util.concurrent.TimeUnit.MINUTES);
+        } catch (java.util.concurrent.ExecutionException e) {
+            throw e.getCause() instanceof Exception cause ? cause : e;
+        }
+        long exportSize = refresh.now().size();
+        long wanted = exportSize - exportSize % sectorSize;
+        if (wanted < before && !refresh.adopted()) {
+            LOG.warning(name() + ": the export shrank to " + exportSize + " bytes; the device keeps its " + before
+                    + " bytes until resized with force");
+            return new SizeChange(before, before, exportSize, true);
+        }
+        resize(exportSize);
+        return new SizeChange(before, mediaSize, exportSize, false);
     }
 
     /**

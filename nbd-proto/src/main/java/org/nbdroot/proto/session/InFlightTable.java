@@ -80,6 +80,18 @@ final class InFlightTable implements ReplyExpectations {
         return size == 0;
     }
 
+    /** The request sent longest ago, or null when none awaits a reply. A scan: called about once a second. */
+    NbdRequest oldest() {
+        NbdRequest oldest = null;
+        for (int slot = 0; slot < nextUnused && size > 0; slot++) {
+            NbdRequest r = slots[slot];
+            if (r != null && (oldest == null || r.sentAt - oldest.sentAt < 0)) {
+                oldest = r;
+            }
+        }
+        return oldest;
+    }
+
     /** Empties the table, returning what was in it. */
     List<NbdRequest> removeAll() {
         List<NbdRequest> all = new ArrayList<>(size);

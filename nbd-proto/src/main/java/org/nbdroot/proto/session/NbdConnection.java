@@ -13,6 +13,8 @@ import java.util.List;
 import java.util.Queue;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.nbdroot.proto.Extent;
 import org.nbdroot.proto.ExportInfo;
@@ -55,6 +57,10 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
 
     private volatile LossListener lossListener;
     private boolean lossReported;
+    /** Set when the connection is retired: where requests that reach it from then on go instead. */
+    private volatile java.util.function.Consumer<NbdRequest> handOver;
+    /** A retiring connection's last request, sent once everything else is answered; then NBD_CMD_DISC. */
+    private NbdRequest finalFlush;
 
     NbdConnection(Channel channel, ExportInfo export) {
         this(channel, export, null);
@@ -65,6 +71,36 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         this.channel = channel;
         this.export = export;
         this.inFlight = new InFlightTable(export.structuredReplies(), export.blockSize().minimum());
+    }
+
+    /**
+     * Declares the connection dead when a request waits longer than {@code timeout} for its
+     * reply: a server that accepts but stopped answering must not hold a disk for ever. The
+     * connection then fails as if it had dropped, so a reconnecting session sends its requests
+     * again elsewhere. Zero: no deadline. Checked a few times per timeout, at most once a second.
+     */
+    void watchReplies(java.time.Duration timeout) {
+        if (timeout.isZero() || timeout.isNegative()) {
+            return;
+        }
+        long nanos = timeout.toNanos();
+        long period = Math.max(TimeUnit.MILLISECONDS.toNanos(50), Math.min(TimeUnit.SECONDS.toNanos(1), nanos / 10));
+        ScheduledFuture<?> watchdog = channel.eventLoop().scheduleAtFixedRate(() -> {
+            if (failure != null) {
+                return;
+            }
+            NbdRequest oldest = inFlight.oldest();
+            if (oldest != null && System.nanoTime() - oldest.sentAt > nanos) {
+                failEverything(new NbdException(String.format(
+                        "no reply to %s within %s: the server stopped answering; dropping the connection",
+                        oldest.describe(), describe(timeout))));
+            }
+        }, period, period, TimeUnit.NANOSECONDS);
+        closed.whenComplete((v, e) -> watchdog.cancel(false));
+    }
+
+    private static String describe(java.time.Duration d) {
+        return d.toMillis() % 1000 == 0 ? d.toSeconds() + " s" : d.toMillis() + " ms";
     }
 
     /** Set once, before requests are submitted: the session that takes this connection's lost requests. */
@@ -100,6 +136,11 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     }
 
     void submit(NbdRequest request) {
+        java.util.function.Consumer<NbdRequest> elsewhere = handOver;
+        if (elsewhere != null) {
+            elsewhere.accept(request); // retired: picked just before the session replaced it
+            return;
+        }
         Throwable cause = failure;
         if (cause != null) {
             if (lossListener != null && !disconnecting) {
@@ -123,9 +164,15 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         drainScheduled.set(false);
         ByteBuf headers = null;
         boolean wrote = false;
+        long now = 0;
         NbdRequest request;
         while ((request = submitted.poll()) != null) {
-                if (failure != null || disconnecting) {
+            if (handOver != null) {
+                request.resetForResend();
+                handOver.accept(request);
+                continue;
+            }
+            if (failure != null || disconnecting) {
                 if (failure != null && lossListener != null && !disconnecting) {
                     request.resetForResend();
                     lossListener.connectionLost(this, failure, List.of(request));
@@ -135,6 +182,7 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
                 continue;
             }
             long handle = inFlight.add(request);
+            request.sentAt = now != 0 ? now : (now = System.nanoTime());
             if (headers == null) {
                 headers = channel.alloc().directBuffer(RequestEncoder.HEADER_LENGTH * 16);
             }
@@ -387,8 +435,28 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             request.completion.complete(request, null);
         }
         if (disconnecting && inFlight.isEmpty()) {
-            sendDisconnect();
+            lastReplyReceived();
         }
+    }
+
+    /** Everything sent is answered on a connection that is ending: its final FLUSH if it has one, else DISC. */
+    private void lastReplyReceived() {
+        NbdRequest flush = finalFlush;
+        if (flush == null) {
+            sendDisconnect();
+            return;
+        }
+        finalFlush = null;
+        if (!channel.isActive()) {
+            handOver.accept(flush);
+            return;
+        }
+        long handle = inFlight.add(flush);
+        flush.sentAt = System.nanoTime();
+        ByteBuf header = channel.alloc().directBuffer(RequestEncoder.HEADER_LENGTH);
+        RequestEncoder.writeHeader(header, Command.FLUSH, 0, handle, 0, 0);
+        channel.writeAndFlush(header, channel.voidPromise());
+        inFlightEstimate = inFlight.size();
     }
 
     private static void fail(NbdRequest request, Throwable cause) {
@@ -411,6 +479,39 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
                 sendDisconnect();
             }
         });
+        return closed.handle((v, e) -> null);
+    }
+
+    /**
+     * Takes this connection out of service gracefully, once the session has put another in its
+     * place: requests that still reach it go to {@code elsewhere}; those already sent are
+     * answered here; then {@code flush} (if not null) is sent and answered, so the writes made
+     * here are covered before the connection ends with NBD_CMD_DISC. If the connection fails
+     * meanwhile, what it had not answered (the flush too) goes to {@code elsewhere}, to be sent
+     * again. Completes when the connection is closed.
+     */
+    CompletableFuture<Void> retire(java.util.function.Consumer<NbdRequest> elsewhere, NbdRequest flush) {
+        handOver = elsewhere;
+        try {
+            channel.eventLoop().execute(() -> {
+                if (disconnecting) {
+                    if (flush != null) {
+                        elsewhere.accept(flush);
+                    }
+                    return;
+                }
+                disconnecting = true;
+                finalFlush = flush;
+                drain();
+                if (inFlight.isEmpty()) {
+                    lastReplyReceived();
+                }
+            });
+        } catch (RejectedExecutionException e) {
+            if (flush != null) {
+                elsewhere.accept(flush);
+            }
+        }
         return closed.handle((v, e) -> null);
     }
 
@@ -454,7 +555,18 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         while ((request = submitted.poll()) != null) {
             unanswered.add(request);
         }
-        if (lossListener != null && !disconnecting) {
+        java.util.function.Consumer<NbdRequest> elsewhere = handOver;
+        if (elsewhere != null) {
+            // Retired: nothing fails here; what was not answered is sent again on the session's other connections.
+            if (finalFlush != null) {
+                unanswered.add(finalFlush);
+                finalFlush = null;
+            }
+            for (NbdRequest r : unanswered) {
+                r.resetForResend();
+                elsewhere.accept(r);
+            }
+        } else if (lossListener != null && !disconnecting) {
             if (!lossReported || !unanswered.isEmpty()) {
                 lossReported = true; // channelInactive follows exceptionCaught: report the loss once
                 unanswered.forEach(NbdRequest::resetForResend);

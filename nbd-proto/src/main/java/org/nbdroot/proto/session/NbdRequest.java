@@ -26,6 +26,8 @@ final class NbdRequest {
 
     // Reply state.
     long handle;
+    /** System.nanoTime() when the request was last written to a connection: its reply deadline counts from here. */
+    long sentAt;
     /** READ: the data; assembled from chunks when the server splits it. */
     ByteBuf data;
     ReadCoverage coverage;

@@ -44,6 +44,12 @@ public final class NbdSession implements AutoCloseable {
     private final NbdUri uri;
     private final SessionOptions options;
     private final Reconnector reconnector;
+    /** Completes once connections retired by {@link #refreshExport} have flushed what they wrote and closed. */
+    private volatile CompletableFuture<Void> retirements = CompletableFuture.completedFuture(null);
+    private final java.util.concurrent.atomic.AtomicBoolean refreshing = new java.util.concurrent.atomic.AtomicBoolean();
+    /** Writes acknowledged since the last FLUSH, for replay after a reconnect; null when not kept. */
+    private volatile WriteJournal journal;
+    private final java.util.concurrent.atomic.AtomicBoolean journalFlushing = new java.util.concurrent.atomic.AtomicBoolean();
 
     /** A session over connections that are already open, which does not reconnect. */
     private NbdSession(ExportInfo export, List<NbdConnection> connections) {
@@ -83,6 +89,7 @@ public final class NbdSession implements AutoCloseable {
             wanted[0] = export.has(TransmissionFlag.CAN_MULTI_CONN) ? options.connections() : 1;
             session[0] = new NbdSession(connector, uri, options, wanted[0]);
             session[0].exportChanged(export);
+            session[0].journal = journalFor(options.reconnect(), export, wanted[0]);
             session[0].connections.set(0, first);
             first.setLossListener(session[0].reconnector);
             if (session[0].reconnector != null && !first.isUsable()) {
@@ -119,6 +126,36 @@ public final class NbdSession implements AutoCloseable {
         });
     }
 
+    /**
+     * A journal of unflushed writes when the session reconnects, the export is writable and has
+     * FLUSH (without it nothing ever empties the journal), and there is one connection: with
+     * several, one may drop while the others go on writing, and writing its journal again
+     * could put older data over theirs.
+     */
+    private static WriteJournal journalFor(ReconnectPolicy policy, ExportInfo export, int connections) {
+        if (policy == null || policy.replayLimit() == 0 || export.readOnly() || !export.has(TransmissionFlag.SEND_FLUSH)) {
+            return null;
+        }
+        if (connections > 1) {
+            java.util.logging.Logger.getLogger(NbdSession.class.getName()).info("with " + connections
+                    + " connections, writes acknowledged but not flushed are not kept for replay after a reconnect");
+            return null;
+        }
+        return new WriteJournal(policy.replayLimit());
+    }
+
+    /** The journal's writes to send again, oldest first; empty when none are kept, null when some were not. */
+    List<WriteJournal.Entry> journalReplay() {
+        WriteJournal j = journal;
+        return j == null ? List.of() : j.replay();
+    }
+
+    /** Writes acknowledged since the last FLUSH and kept for replay (0 when the session keeps none). */
+    public long unflushedBytes() {
+        WriteJournal j = journal;
+        return j == null ? 0 : j.bytes();
+    }
+
     /** Opens one more connection like the others: for a reconnect. */
     CompletableFuture<NbdConnection> reopen() {
         return openConnection(connector, uri, options, reconnector);
@@ -127,13 +164,14 @@ public final class NbdSession implements AutoCloseable {
     private static CompletableFuture<NbdConnection> openConnection(NbdConnector connector, NbdUri uri,
             SessionOptions options, NbdConnection.LossListener listener) {
         return connector.connect(uri.endpoint(), options.plan(uri.exportName()),
-                (ctx, result) -> installTransmission(ctx, result, listener), result -> null);
+                (ctx, result) -> installTransmission(ctx, result, listener, options.requestTimeout()), result -> null);
     }
 
     /** Puts the transmission handlers behind the handshake; runs on the event loop. */
     private static NbdConnection installTransmission(ChannelHandlerContext ctx, HandshakeResult result,
-            NbdConnection.LossListener listener) {
+            NbdConnection.LossListener listener, java.time.Duration requestTimeout) {
         NbdConnection connection = new NbdConnection(ctx.channel(), result.export(), listener);
+        connection.watchReplies(requestTimeout);
         ctx.pipeline().addLast("replies", new ReplyDecoder(connection.expectations(),
                 result.export().structuredReplies()));
         ctx.pipeline().addLast("connection", connection);
@@ -169,6 +207,104 @@ public final class NbdSession implements AutoCloseable {
     void replace(int slot, NbdConnection connection, ExportInfo newExport) {
         connections.set(slot, connection);
         exportChanged(newExport);
+    }
+
+    /**
+     * What {@link #refreshExport} found.
+     *
+     * @param before  the export as the session knew it
+     * @param now     the export as a fresh handshake describes it
+     * @param adopted whether the session now works with {@code now} (its connections were replaced)
+     */
+    public record ExportRefresh(ExportInfo before, ExportInfo now, boolean adopted) {
+        public boolean changed() {
+            return before.size() != now.size() || before.flags() != now.flags();
+        }
+    }
+
+    /**
+     * Asks the server what the export is like now. NBD has no notice of a size change and a
+     * server fixes size and flags per connection, so this opens a fresh connection (a whole
+     * handshake, GO). When the export changed and {@code adopt} accepts the new description,
+     * fresh connections replace every current one: requests from then on go to them, while the
+     * old ones answer what was already sent, FLUSH what they wrote and close (a FLUSH
+     * submitted meanwhile completes only after that). Otherwise the fresh connection is closed
+     * and nothing changes. Fails, changing nothing, while a connection is being reconnected.
+     */
+    public CompletableFuture<ExportRefresh> refreshExport(java.util.function.Predicate<ExportInfo> adopt) {
+        if (connector == null) {
+            return CompletableFuture.failedFuture(new NbdException("this session cannot open new connections"));
+        }
+        if (!refreshing.compareAndSet(false, true)) {
+            return CompletableFuture.failedFuture(new NbdException("the export is already being refreshed"));
+        }
+        ExportInfo before = export;
+        CompletableFuture<ExportRefresh> result = openConnection(connector, uri, options, reconnector).thenCompose(first -> {
+            ExportInfo now = first.export();
+            ExportRefresh unchanged = new ExportRefresh(before, now, false);
+            if (!unchanged.changed() || !adopt.test(now)) {
+                return first.disconnect().thenApply(v -> unchanged);
+            }
+            List<CompletableFuture<NbdConnection>> fresh = new ArrayList<>();
+            fresh.add(CompletableFuture.completedFuture(first));
+            for (int i = 1; i < connections.length(); i++) {
+                fresh.add(openConnection(connector, uri, options, reconnector));
+            }
+            return CompletableFuture.allOf(fresh.toArray(CompletableFuture[]::new)).handle((v, error) -> {
+                List<NbdConnection> opened = new ArrayList<>();
+                fresh.stream().filter(f -> !f.isCompletedExceptionally()).forEach(f -> opened.add(f.join()));
+                String problem = error != null ? unwrap(error).getMessage() : null;
+                for (NbdConnection c : opened) {
+                    if (problem == null && (c.export().size() != now.size() || c.export().flags() != now.flags())) {
+                        problem = "the server described the export differently on another connection";
+                    }
+                }
+                for (int i = 0; problem == null && i < connections.length(); i++) {
+                    if (!connections.get(i).isUsable()) {
+                        problem = "connection " + i + " is down and being reconnected; try again once it is back";
+                    }
+                }
+                if (problem != null) {
+                    opened.forEach(NbdConnection::disconnect);
+                    throw new java.util.concurrent.CompletionException(new NbdException(
+                            "cannot switch to the export's new description: " + problem));
+                }
+                swap(opened, now);
+                return new ExportRefresh(before, now, true);
+            });
+        });
+        return result.whenComplete((r, e) -> refreshing.set(false));
+    }
+
+    /** Puts fresh connections in the slots, then retires the old ones (see {@link NbdConnection#retire}). */
+    private void swap(List<NbdConnection> fresh, ExportInfo now) {
+        boolean flushes = !export.readOnly() && export.has(TransmissionFlag.SEND_FLUSH);
+        List<NbdConnection> old = new ArrayList<>();
+        for (int i = 0; i < fresh.size(); i++) {
+            old.add(connections.getAndSet(i, fresh.get(i)));
+        }
+        // Slots first, then the size: a request checked against the new size never goes to an old connection.
+        exportChanged(now);
+        List<CompletableFuture<Void>> done = new ArrayList<>();
+        WriteJournal j = journal;
+        long mark = j != null ? j.mark() : -1;
+        for (NbdConnection o : old) {
+            CompletableFuture<Void> flushed = new CompletableFuture<>();
+            NbdRequest flush = !flushes ? null : new NbdRequest(Command.FLUSH, 0, 0, 0, null, (r, failure) -> {
+                if (failure == null && j != null) {
+                    j.flushed(mark);
+                }
+                if (failure != null) {
+                    java.util.logging.Logger.getLogger(NbdSession.class.getName()).warning(
+                            "the FLUSH ending a replaced connection failed: " + failure.getMessage());
+                }
+                flushed.complete(null);
+            });
+            CompletableFuture<Void> closedNow = o.retire(this::submit, flush);
+            done.add(flush == null ? closedNow : flushed);
+        }
+        CompletableFuture<Void> previous = retirements;
+        retirements = CompletableFuture.allOf(previous, CompletableFuture.allOf(done.toArray(CompletableFuture[]::new)));
     }
 
     /** Connections lost and opened again since the session started. */
@@ -271,7 +407,10 @@ public final class NbdSession implements AutoCloseable {
         if (!export.has(TransmissionFlag.SEND_FLUSH)) {
             return CompletableFuture.failedFuture(unsupported("NBD_CMD_FLUSH", "send_flush"));
         }
-        return simple(Command.FLUSH, 0, 0, 0, null);
+        CompletableFuture<Void> retiring = retirements;
+        CompletableFuture<Void> flush = simple(Command.FLUSH, 0, 0, 0, null);
+        // Writes answered on a connection being retired are covered by its own last FLUSH: wait for that too.
+        return retiring.isDone() ? flush : flush.thenCombine(retiring, (a, b) -> null);
     }
 
     /** Discards a range (NBD_CMD_TRIM); it may read back as anything afterwards. */
@@ -348,14 +487,49 @@ public final class NbdSession implements AutoCloseable {
 
     private CompletableFuture<Void> simple(Command command, int flags, long offset, int length, ByteBuf payload) {
         CompletableFuture<Void> future = new CompletableFuture<>();
+        WriteJournal j = journal;
+        boolean journaled = j != null && (command == Command.WRITE || command == Command.TRIM || command == Command.WRITE_ZEROES);
+        // The journal copies a WRITE's data once it is acknowledged: the caller's buffer is unchanged until then.
+        ByteBuf kept = journaled && payload != null ? payload.retainedDuplicate() : null;
+        long mark = j != null && command == Command.FLUSH ? j.mark() : -1;
         submit(new NbdRequest(command, flags, offset, length, payload, (request, failure) -> {
             if (failure != null) {
+                if (kept != null) {
+                    kept.release();
+                }
                 future.completeExceptionally(failure);
-            } else {
-                future.complete(null);
+                return;
             }
+            if (journaled) {
+                try {
+                    j.acknowledged(command, flags, offset, length, kept);
+                } finally {
+                    if (kept != null) {
+                        kept.release();
+                    }
+                }
+                if (j.wantsFlush()) {
+                    flushForJournal();
+                }
+            } else if (mark >= 0) {
+                j.flushed(mark);
+            }
+            future.complete(null);
         }));
         return future;
+    }
+
+    /** A FLUSH of the session's own, to empty the journal before it reaches its limit. */
+    private void flushForJournal() {
+        if (journalFlushing.compareAndSet(false, true)) {
+            flush().whenComplete((v, e) -> {
+                journalFlushing.set(false);
+                if (e != null) {
+                    java.util.logging.Logger.getLogger(NbdSession.class.getName()).warning(
+                            "a FLUSH to empty the journal of unflushed writes failed: " + unwrap(e).getMessage());
+                }
+            });
+        }
     }
 
     void submit(NbdRequest request) {
@@ -435,6 +609,10 @@ public final class NbdSession implements AutoCloseable {
     public CompletableFuture<Void> disconnect() {
         if (reconnector != null) {
             reconnector.close();
+        }
+        WriteJournal j = journal;
+        if (j != null) {
+            j.clear();
         }
         return CompletableFuture.allOf(allConnections().stream().map(NbdConnection::disconnect)
                 .toArray(CompletableFuture[]::new));

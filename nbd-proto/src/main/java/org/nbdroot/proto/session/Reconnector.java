@@ -4,6 +4,7 @@ import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Deque;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
@@ -120,9 +121,99 @@ final class Reconnector implements NbdConnection.LossListener {
         }), delay, TimeUnit.MILLISECONDS);
     }
 
+    /**
+     * A connection is back. Before it takes any request, the writes acknowledged since the last
+     * FLUSH are written again, in order: a server that restarted may have lost them. Until that
+     * is done the connection is not in its slot, so new requests keep waiting here.
+     */
     private void reconnected(int slot, NbdConnection connection, int attempt) {
         ExportInfo before = session.export();
         ExportInfo now = connection.export();
+        List<WriteJournal.Entry> replay = session.journalReplay();
+        if (replay == null) {
+            LOG.warning("reconnected to " + session.uri() + ", but not every write acknowledged since the last flush "
+                    + "was kept: if the server lost some, they are lost");
+            adopt(slot, connection, attempt, before, now);
+            return;
+        }
+        if (replay.isEmpty()) {
+            adopt(slot, connection, attempt, before, now);
+            return;
+        }
+        long bytes = replay.stream().mapToLong(e -> e.data() == null ? 0 : e.length()).sum();
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        replayBatch(connection, WriteJournal.batches(replay), 0, now, done);
+        done.whenComplete((v, error) -> {
+            if (closedNow()) {
+                connection.disconnect();
+                return;
+            }
+            if (error != null) {
+                Throwable cause = NbdSession.unwrap(error);
+                LOG.warning("writing again what was not flushed failed (" + cause.getMessage() + "); reconnecting again");
+                connection.channel().close();
+                attempt(slot, attempt + 1, cause);
+                return;
+            }
+            LOG.info("wrote again " + replay.size() + " writes (" + bytes + " bytes) acknowledged since the last flush");
+            adopt(slot, connection, attempt, before, now);
+        });
+    }
+
+    /** Sends one batch of journal entries (none overlapping), then the next once all are answered. */
+    private void replayBatch(NbdConnection connection, List<List<WriteJournal.Entry>> batches, int index, ExportInfo now,
+            CompletableFuture<Void> done) {
+        if (index == batches.size()) {
+            done.complete(null);
+            return;
+        }
+        List<WriteJournal.Entry> batch = batches.get(index);
+        AtomicInteger remaining = new AtomicInteger(batch.size());
+        java.util.concurrent.atomic.AtomicReference<Throwable> lost = new java.util.concurrent.atomic.AtomicReference<>();
+        Runnable oneDone = () -> {
+            if (remaining.decrementAndGet() == 0) {
+                if (lost.get() == null) {
+                    replayBatch(connection, batches, index + 1, now, done);
+                } else {
+                    batches.subList(index + 1, batches.size()).forEach(b -> b.forEach(e -> {
+                        if (e.data() != null) {
+                            e.data().release();
+                        }
+                    }));
+                    done.completeExceptionally(lost.get());
+                }
+            }
+        };
+        for (WriteJournal.Entry e : batch) {
+            String problem = e.offset() + e.length() > now.size() ? "the export shrank to " + now.size() + " bytes"
+                    : now.readOnly() ? "the export became read-only"
+                    : e.command() == Command.TRIM && !now.has(TransmissionFlag.SEND_TRIM) ? "the export no longer offers send_trim"
+                    : e.command() == Command.WRITE_ZEROES && !now.has(TransmissionFlag.SEND_WRITE_ZEROES)
+                            ? "the export no longer offers send_write_zeroes" : null;
+            if (problem != null) {
+                LOG.severe("cannot write again the acknowledged " + e.describe() + ": " + problem);
+                if (e.data() != null) {
+                    e.data().release();
+                }
+                oneDone.run();
+                continue;
+            }
+            int flags = e.flags() & ~org.nbdroot.proto.wire.CommandFlag.FAST_ZERO;
+            if (!now.has(TransmissionFlag.SEND_FUA)) {
+                flags &= ~org.nbdroot.proto.wire.CommandFlag.FUA;
+            }
+            connection.submit(new NbdRequest(e.command(), flags, e.offset(), e.length(), e.data(), (r, failure) -> {
+                if (failure instanceof org.nbdroot.proto.NbdServerErrorException) {
+                    LOG.severe("writing again the acknowledged " + e.describe() + " failed: " + failure.getMessage());
+                } else if (failure != null) {
+                    lost.compareAndSet(null, failure);
+                }
+                oneDone.run();
+            }));
+        }
+    }
+
+    private void adopt(int slot, NbdConnection connection, int attempt, ExportInfo before, ExportInfo now) {
         session.replace(slot, connection, now);
         reconnects.incrementAndGet();
         List<NbdRequest> batch;

@@ -29,10 +29,16 @@ public final class NbdConnector {
 
     private final Transport transport;
     private final Duration connectTimeout;
+    private final TcpLiveness liveness;
 
     public NbdConnector(Transport transport, Duration connectTimeout) {
+        this(transport, connectTimeout, TcpLiveness.DEFAULT);
+    }
+
+    public NbdConnector(Transport transport, Duration connectTimeout, TcpLiveness liveness) {
         this.transport = transport;
         this.connectTimeout = connectTimeout;
+        this.liveness = liveness;
     }
 
     public Transport transport() {
@@ -90,6 +96,7 @@ public final class NbdConnector {
                 });
         if (endpoint instanceof NbdEndpoint.Tcp) {
             bootstrap.option(ChannelOption.TCP_NODELAY, true).option(ChannelOption.SO_KEEPALIVE, true);
+            transport.keepalive(bootstrap, liveness);
         }
         ChannelFuture connecting = bootstrap.connect(address);
         connecting.addListener(f -> {

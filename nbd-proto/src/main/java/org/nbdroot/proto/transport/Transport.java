@@ -5,10 +5,12 @@ import io.netty.channel.EventLoopGroup;
 import io.netty.channel.IoHandlerFactory;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.epoll.Epoll;
+import io.netty.channel.epoll.EpollChannelOption;
 import io.netty.channel.epoll.EpollDomainSocketChannel;
 import io.netty.channel.epoll.EpollIoHandler;
 import io.netty.channel.epoll.EpollSocketChannel;
 import io.netty.channel.nio.NioIoHandler;
+import io.netty.channel.socket.nio.NioChannelOption;
 import io.netty.channel.socket.nio.NioDomainSocketChannel;
 import io.netty.channel.socket.nio.NioSocketChannel;
 import io.netty.util.concurrent.DefaultThreadFactory;
@@ -49,6 +51,23 @@ public final class Transport implements AutoCloseable {
             return unix ? EpollDomainSocketChannel.class : EpollSocketChannel.class;
         }
         return unix ? NioDomainSocketChannel.class : NioSocketChannel.class;
+    }
+
+    /** Sets the keepalive timing and TCP_USER_TIMEOUT on a TCP bootstrap: epoll's options, or the JDK's on NIO. */
+    void keepalive(io.netty.bootstrap.Bootstrap bootstrap, TcpLiveness liveness) {
+        int idle = (int) liveness.keepIdle().toSeconds();
+        int interval = (int) liveness.keepInterval().toSeconds();
+        if (epoll) {
+            bootstrap.option(EpollChannelOption.TCP_KEEPIDLE, idle)
+                    .option(EpollChannelOption.TCP_KEEPINTVL, interval)
+                    .option(EpollChannelOption.TCP_KEEPCNT, liveness.keepCount())
+                    .option(EpollChannelOption.TCP_USER_TIMEOUT, (int) liveness.userTimeout().toMillis());
+            return;
+        }
+        // The JDK has these on Linux and macOS; where it lacks one, Netty skips it with a warning.
+        bootstrap.option(NioChannelOption.of(jdk.net.ExtendedSocketOptions.TCP_KEEPIDLE), idle)
+                .option(NioChannelOption.of(jdk.net.ExtendedSocketOptions.TCP_KEEPINTERVAL), interval)
+                .option(NioChannelOption.of(jdk.net.ExtendedSocketOptions.TCP_KEEPCOUNT), liveness.keepCount());
     }
 
     java.net.SocketAddress address(NbdEndpoint endpoint) {

@@ -39,6 +39,27 @@ public final class PeerServer implements AutoCloseable {
         process.onExit().get(10, TimeUnit.SECONDS);
     }
 
+    public boolean isAlive() {
+        return process.isAlive();
+    }
+
+    /** SIGSTOP: the server keeps its sockets open (the kernel even accepts new connections) but answers nothing. */
+    public void freeze() throws Exception {
+        signal("STOP");
+    }
+
+    /** SIGCONT after {@link #freeze}. */
+    public void thaw() throws Exception {
+        signal("CONT");
+    }
+
+    private void signal(String name) throws Exception {
+        Process kill = new ProcessBuilder("kill", "-" + name, String.valueOf(process.pid())).inheritIO().start();
+        if (!kill.waitFor(10, TimeUnit.SECONDS) || kill.exitValue() != 0) {
+            throw new AssertionError("kill -" + name + " " + process.pid() + " failed");
+        }
+    }
+
     /** Starts the server again, same command, same port, same files. */
     public void restart() throws Exception {
         Restart r = restart;
@@ -157,6 +178,9 @@ public final class PeerServer implements AutoCloseable {
 
     @Override
     public void close() throws Exception {
+        if (process.isAlive()) {
+            new ProcessBuilder("kill", "-CONT", String.valueOf(process.pid())).start().waitFor(); // a frozen server ignores SIGTERM
+        }
         process.destroy();
         try {
             process.onExit().get(5, TimeUnit.SECONDS);

@@ -190,6 +190,10 @@ public final class ScriptedNbdServer implements AutoCloseable {
     private final long seed;
 
     private final byte[] disk; // guarded by itself
+    /** With a volatile write cache: what survives {@link #crash}, updated by FLUSH and FUA; else null. */
+    private final byte[] durable; // guarded by disk
+    /** Counts {@link #crash}es: a connection from before the last one changes nothing any more. */
+    private int generation; // guarded by disk
 
     private final ServerSocket serverSocket;
     private final Thread acceptor;
@@ -232,6 +236,7 @@ public final class ScriptedNbdServer implements AutoCloseable {
         this.blockStatusGranularity = b.blockStatusGranularity;
         this.seed = b.seed;
         this.disk = new byte[Math.toIntExact(b.size)];
+        this.durable = b.volatileWriteCache ? new byte[disk.length] : null;
         for (ArmedFault f : b.faults) {
             armed.add(f);
         }
@@ -299,6 +304,26 @@ public final class ScriptedNbdServer implements AutoCloseable {
     public void write(long offset, byte[] data) {
         synchronized (disk) {
             System.arraycopy(data, 0, disk, Math.toIntExact(offset), data.length);
+        }
+    }
+
+    /**
+     * A server restart that loses its volatile write cache ({@link Builder#volatileWriteCache}):
+     * every connection is dropped, then the disk goes back to what FLUSH and FUA made durable.
+     * The server keeps listening, as if started again.
+     */
+    public void crash() throws InterruptedException {
+        if (durable == null) {
+            throw new IllegalStateException("crash() needs a server built with volatileWriteCache()");
+        }
+        synchronized (disk) {
+            generation++; // no write of a connection from before lands after the revert
+            System.arraycopy(durable, 0, disk, 0, disk.length);
+        }
+        for (Connection c : live) {
+            if (c.generation != generation) {
+                closeQuietly(c.socket);
+            }
         }
     }
 
@@ -521,6 +546,8 @@ public final class ScriptedNbdServer implements AutoCloseable {
         final int id;
         final Socket socket;
         final Thread thread;
+        /** The server's {@link #crash} count when this connection was accepted. */
+        final int generation;
         BufferedInputStream rawIn;
         DataInputStream in;
         DataOutputStream out;
@@ -554,6 +581,9 @@ public final class ScriptedNbdServer implements AutoCloseable {
             this.socket = socket;
             this.thread = new Thread(this::run, "scripted-nbd-" + port() + "-conn-" + id);
             thread.setDaemon(true);
+            synchronized (disk) {
+                this.generation = ScriptedNbdServer.this.generation;
+            }
         }
 
         void run() {
@@ -1171,6 +1201,16 @@ public final class ScriptedNbdServer implements AutoCloseable {
         }
 
         Reply perform(ScriptedRequest r, byte[] payload) {
+            synchronized (disk) { // the check and the change at once: a crash comes before or after both
+                if (generation != ScriptedNbdServer.this.generation) {
+                    stalled = true; // a connection of the server before its crash: it does nothing more
+                    return null;
+                }
+                return performNow(r, payload);
+            }
+        }
+
+        Reply performNow(ScriptedRequest r, byte[] payload) {
             int from = (int) r.offset();
             int length = (int) r.length();
             switch (r.type()) {
@@ -1186,11 +1226,24 @@ public final class ScriptedNbdServer implements AutoCloseable {
                 case NBD_CMD_WRITE -> {
                     synchronized (disk) {
                         System.arraycopy(payload, 0, disk, from, length);
+                        if (durable != null && r.hasFlag(NBD_CMD_FLAG_FUA)) {
+                            System.arraycopy(payload, 0, durable, from, length);
+                        }
                     }
                 }
                 case NBD_CMD_TRIM, NBD_CMD_WRITE_ZEROES -> {
                     synchronized (disk) {
                         Arrays.fill(disk, from, from + length, (byte) 0);
+                        if (durable != null && r.hasFlag(NBD_CMD_FLAG_FUA)) {
+                            Arrays.fill(durable, from, from + length, (byte) 0);
+                        }
+                    }
+                }
+                case NBD_CMD_FLUSH -> {
+                    if (durable != null) {
+                        synchronized (disk) {
+                            System.arraycopy(disk, 0, durable, 0, disk.length);
+                        }
                     }
                 }
                 case NBD_CMD_BLOCK_STATUS -> {
@@ -1451,7 +1504,14 @@ public final class ScriptedNbdServer implements AutoCloseable {
         private Duration reorderLinger = Duration.ofMillis(50);
         private int blockStatusGranularity;
         private long seed = 0x5eed;
+        private boolean volatileWriteCache;
         private final List<ArmedFault> faults = new ArrayList<>();
+
+        /** Writes are durable only once flushed (or written with FUA): {@link #crash} loses the rest. */
+        public Builder volatileWriteCache() {
+            volatileWriteCache = true;
+            return this;
+        }
 
         private Builder() {}
 

@@ -1,0 +1,237 @@
+package org.nbdroot.proto.interop;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
+import io.netty.channel.Channel;
+import io.netty.channel.epoll.EpollChannelOption;
+import io.netty.channel.socket.nio.NioChannelOption;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.List;
+import java.util.Random;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.Semaphore;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import org.nbdroot.proto.NbdException;
+import org.nbdroot.proto.handshake.HandshakePlan;
+import org.nbdroot.proto.session.NbdSession;
+import org.nbdroot.proto.session.ReconnectPolicy;
+import org.nbdroot.proto.session.SessionOptions;
+import org.nbdroot.proto.testing.ScriptedNbdServer;
+import org.nbdroot.proto.transport.NbdConnector;
+import org.nbdroot.proto.transport.NbdUri;
+import org.nbdroot.proto.transport.TcpLiveness;
+import org.nbdroot.proto.transport.Transport;
+
+/**
+ * A server that accepts but stops answering: the request timeout declares the connection
+ * dead, the session reconnects (a handshake that stalls too is given up and tried again) and
+ * sends the unanswered requests again; nothing fails and every byte is where it was written.
+ * Slow but live servers are not given up on.
+ */
+class SilentPeerTest {
+    @RegisterExtension
+    static final EngineExtension engine = new EngineExtension(2);
+
+    static final int DISK = 8 << 20;
+    static final int BLOCK = 4096;
+
+    @TempDir
+    Path dir;
+
+    private static SessionOptions options(Duration requestTimeout, boolean reconnect) {
+        SessionOptions o = SessionOptions.DEFAULT.withRequestTimeout(requestTimeout).withHandshakeTimeout(Duration.ofSeconds(3));
+        return reconnect ? o.withReconnect(new ReconnectPolicy(Duration.ofMillis(50), Duration.ofMillis(500), 0)) : o;
+    }
+
+    /** Writes each block of the first {@code count} of a shuffled order once, 32 at a time; returns the failures. */
+    private static int writeLoad(NbdSession session, byte[] model, int count, long seed, Runnable midway) throws Exception {
+        Random random = new Random(seed);
+        List<Integer> blocks = new ArrayList<>();
+        for (int b = 0; b < model.length / BLOCK; b++) {
+            blocks.add(b);
+        }
+        Collections.shuffle(blocks, random); // each block once: overlapping writes in flight may land in any order
+        Semaphore window = new Semaphore(32);
+        AtomicInteger failures = new AtomicInteger();
+        List<CompletableFuture<Void>> writes = new ArrayList<>();
+        for (int i = 0; i < count; i++) {
+            if (i == count / 4) {
+                midway.run();
+            }
+            byte[] block = new byte[BLOCK];
+            random.nextBytes(block);
+            long offset = (long) blocks.get(i) * BLOCK;
+            System.arraycopy(block, 0, model, (int) offset, BLOCK);
+            window.acquire();
+            writes.add(session.write(offset, Unpooled.wrappedBuffer(block), false).whenComplete((v, e) -> {
+                if (e != null) {
+                    failures.incrementAndGet();
+                    System.err.println("write failed: " + e);
+                }
+                window.release();
+            }));
+        }
+        CompletableFuture.allOf(writes.toArray(CompletableFuture[]::new)).handle((v, e) -> null).get(60, TimeUnit.SECONDS);
+        return failures.get();
+    }
+
+    private static void assertReadsBack(NbdSession session, byte[] model) throws Exception {
+        for (int offset = 0; offset < model.length; offset += 1 << 20) {
+            ByteBuf back = session.read(offset, 1 << 20).get(10, TimeUnit.SECONDS);
+            byte[] got = new byte[1 << 20];
+            back.readBytes(got);
+            back.release();
+            assertEquals(-1, Arrays.mismatch(Arrays.copyOfRange(model, offset, offset + got.length), got),
+                    "read back at " + offset);
+        }
+    }
+
+    @Test
+    void aStalledConnectionIsDroppedAndItsRequestsSentAgain() throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).start()) {
+            byte[] model = new byte[DISK];
+            long start = System.nanoTime();
+            try (NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
+                    options(Duration.ofSeconds(1), true)).get(10, TimeUnit.SECONDS)) {
+                int failures = writeLoad(session, model, 1000, 1, () -> {
+                    server.armFault(ScriptedNbdServer.Fault.STALL, 10);
+                    // The first reconnect finds a server that greets and then says nothing either.
+                    server.armFault(ScriptedNbdServer.Fault.STALL_HANDSHAKE, 1);
+                });
+                assertEquals(0, failures, "no write failed: they waited and were sent again");
+                assertEquals(List.of(ScriptedNbdServer.Fault.STALL, ScriptedNbdServer.Fault.STALL_HANDSHAKE),
+                        server.firedFaults());
+                assertEquals(1, session.reconnects(), "one reconnect: the stalled handshake was an attempt that failed");
+                assertTrue(server.connectionCount() >= 3, "first connection, stalled handshake, the one that worked");
+                assertReadsBack(session, model);
+            }
+            long seconds = TimeUnit.NANOSECONDS.toSeconds(System.nanoTime() - start);
+            assertTrue(seconds < 20, "recovered in " + seconds + " s: a 1 s request timeout and a 3 s handshake timeout");
+            assertEquals(-1, Arrays.mismatch(model, server.contents()), "the export holds every write");
+            assertEquals(List.of(), server.violations());
+        }
+    }
+
+    @Test
+    void withoutReconnectTheRequestsFailSayingWhy() throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).start();
+                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
+                        options(Duration.ofMillis(500), false)).get(10, TimeUnit.SECONDS)) {
+            server.armFault(ScriptedNbdServer.Fault.STALL, 1);
+            long start = System.nanoTime();
+            Throwable failure = EngineExtension.failureOf(session.read(0, 4096));
+            long millis = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start);
+            assertTrue(failure instanceof NbdException, failure.toString());
+            assertEquals("no reply to NBD_CMD_READ of 4096 bytes at offset 0 within 500 ms: the server stopped answering; "
+                    + "dropping the connection", failure.getMessage());
+            assertTrue(millis >= 500 && millis < 3000, "failed after " + millis + " ms");
+        }
+    }
+
+    /**
+     * qemu-nbd rather than nbdkit: nbdkit 1.32, thawed, fails an assertion replying on the
+     * connection the client gave up on, and exits.
+     */
+    @Test
+    void aFrozenServerIsGivenUpOnAndTheSessionCarriesOnOnceItThaws() throws Exception {
+        Path file = dir.resolve("disk.img");
+        Files.write(file, new byte[DISK]);
+        byte[] model = new byte[DISK];
+        try (PeerServer server = PeerServer.qemuNbd(dir, file, "raw", "disk")) {
+            Thread thawer = new Thread(() -> {
+                try {
+                    Thread.sleep(4000);
+                    server.thaw();
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            });
+            try (NbdSession session = NbdSession.connect(engine.connector(), server.uri, options(Duration.ofSeconds(1), true))
+                    .get(10, TimeUnit.SECONDS)) {
+                int failures = writeLoad(session, model, 1500, 2, () -> {
+                    try {
+                        server.freeze(); // SIGSTOP: sockets open, the kernel accepts, nothing answers
+                    } catch (Exception e) {
+                        throw new IllegalStateException(e);
+                    }
+                    thawer.start();
+                });
+                assertEquals(0, failures, "no write failed");
+                assertTrue(session.reconnects() >= 1, "the frozen connection was given up on");
+                assertTrue(server.isAlive(), "the server lives on: " + server.logTail());
+                session.flush().get(10, TimeUnit.SECONDS);
+                assertReadsBack(session, model);
+            } finally {
+                thawer.join();
+            }
+        }
+        assertEquals(-1, Arrays.mismatch(model, Files.readAllBytes(file)), "the file holds every write");
+    }
+
+    @Test
+    void slowRepliesWithinTheTimeoutAreNotTakenForASilentPeer() throws Exception {
+        Path file = dir.resolve("disk.img");
+        Files.write(file, new byte[DISK]);
+        byte[] model = new byte[DISK];
+        try (PeerServer server = PeerServer.nbdkit("nbdkit delay", dir, file, List.of("--filter=delay"), "file",
+                "file=" + file, "delay-write=150ms", "delay-read=150ms");
+                NbdSession session = NbdSession.connect(engine.connector(), server.uri, options(Duration.ofSeconds(3), true))
+                        .get(10, TimeUnit.SECONDS)) {
+            int failures = writeLoad(session, model, 400, 3, () -> { });
+            assertEquals(0, failures);
+            assertEquals(0, session.reconnects(), "no spurious timeout: every reply came, late");
+            assertReadsBack(session, model);
+        }
+        assertEquals(-1, Arrays.mismatch(model, Files.readAllBytes(file)));
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"epoll", "nio"})
+    void keepaliveTimingReachesTheSocket(String transportName) throws Exception {
+        String previous = System.getProperty("nbd.transport");
+        System.setProperty("nbd.transport", transportName);
+        try (Transport transport = Transport.create(1);
+                ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).start()) {
+            TcpLiveness liveness = new TcpLiveness(Duration.ofSeconds(7), Duration.ofSeconds(3), 4, Duration.ofSeconds(21));
+            NbdConnector connector = new NbdConnector(transport, Duration.ofSeconds(5), liveness);
+            NbdUri uri = NbdUri.parse(server.uri());
+            Channel channel = connector.connect(uri.endpoint(), HandshakePlan.transmission(uri.exportName()),
+                    (ctx, result) -> ctx.channel(), result -> null).get(10, TimeUnit.SECONDS);
+            try {
+                assertEquals(Boolean.TRUE, channel.config().getOption(io.netty.channel.ChannelOption.SO_KEEPALIVE));
+                if (transportName.equals("epoll")) {
+                    assertEquals(7, channel.config().getOption(EpollChannelOption.TCP_KEEPIDLE));
+                    assertEquals(3, channel.config().getOption(EpollChannelOption.TCP_KEEPINTVL));
+                    assertEquals(4, channel.config().getOption(EpollChannelOption.TCP_KEEPCNT));
+                    assertEquals(21000, channel.config().getOption(EpollChannelOption.TCP_USER_TIMEOUT));
+                } else {
+                    assertEquals(7, channel.config().getOption(NioChannelOption.of(jdk.net.ExtendedSocketOptions.TCP_KEEPIDLE)));
+                    assertEquals(3, channel.config().getOption(NioChannelOption.of(jdk.net.ExtendedSocketOptions.TCP_KEEPINTERVAL)));
+                    assertEquals(4, channel.config().getOption(NioChannelOption.of(jdk.net.ExtendedSocketOptions.TCP_KEEPCOUNT)));
+                }
+            } finally {
+                channel.close().sync();
+            }
+        } finally {
+            if (previous == null) {
+                System.clearProperty("nbd.transport");
+            } else {
+                System.setProperty("nbd.transport", previous);
+            }
+        }
+    }
+}

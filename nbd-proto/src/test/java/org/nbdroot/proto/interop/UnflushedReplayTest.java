@@ -1,0 +1,206 @@
+package org.nbdroot.proto.interop;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.List;
+import java.util.Random;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.Semaphore;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
+import org.nbdroot.proto.session.NbdSession;
+import org.nbdroot.proto.session.ReconnectPolicy;
+import org.nbdroot.proto.session.SessionOptions;
+import org.nbdroot.proto.testing.ScriptedNbdServer;
+import org.nbdroot.proto.transport.NbdUri;
+
+/**
+ * A server with a volatile write cache restarts and loses every write it acknowledged but
+ * never flushed. The session kept them (its journal) and writes them again, in order, on the
+ * new connection before anything else: the export ends up holding every acknowledged write.
+ * Without the journal the same crash visibly loses writes, so the scenario is a real one.
+ */
+class UnflushedReplayTest {
+    @RegisterExtension
+    static final EngineExtension engine = new EngineExtension(2);
+
+    static final int DISK = 4 << 20;
+    static final int BLOCK = 4096;
+
+    private static SessionOptions options(long replayLimit) {
+        return SessionOptions.DEFAULT.withReconnect(
+                new ReconnectPolicy(Duration.ofMillis(20), Duration.ofMillis(200), 0, replayLimit));
+    }
+
+    private static ScriptedNbdServer server() throws Exception {
+        return ScriptedNbdServer.builder().size(DISK).volatileWriteCache().start();
+    }
+
+    private static void write(NbdSession session, byte[] model, long offset, byte[] data) throws Exception {
+        session.write(offset, Unpooled.wrappedBuffer(data.clone()), false).get(10, TimeUnit.SECONDS);
+        System.arraycopy(data, 0, model, (int) offset, data.length);
+    }
+
+    private static byte[] random(Random random, int length) {
+        byte[] b = new byte[length];
+        random.nextBytes(b);
+        return b;
+    }
+
+    /** Waits until the session has reconnected {@code n} times and a request goes through. */
+    private static void awaitReconnects(NbdSession session, int n) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        while (session.reconnects() < n && System.nanoTime() < deadline) {
+            Thread.sleep(10);
+        }
+        assertEquals(n, session.reconnects(), "the session reconnected after the crash");
+        session.read(0, BLOCK).get(10, TimeUnit.SECONDS).release();
+    }
+
+    private static void assertReadsBack(NbdSession session, byte[] model) throws Exception {
+        ByteBuf back = session.read(0, DISK).get(10, TimeUnit.SECONDS);
+        byte[] got = new byte[DISK];
+        back.readBytes(got);
+        back.release();
+        assertEquals(-1, Arrays.mismatch(model, got), "what the session reads back");
+    }
+
+    @Test
+    void unflushedWritesLostInACrashAreWrittenAgainInOrder() throws Exception {
+        Random random = new Random(31);
+        byte[] model = new byte[DISK];
+        try (ScriptedNbdServer server = server();
+                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(1 << 20))
+                        .get(10, TimeUnit.SECONDS)) {
+            write(session, model, 0, random(random, 256 << 10));
+            session.flush().get(10, TimeUnit.SECONDS);
+            assertEquals(0, session.unflushedBytes(), "a flush empties the journal");
+            byte[] flushed = model.clone();
+
+            // Unflushed: the same block written twice (order matters), a write across flushed data, a trim, a zero.
+            write(session, model, 8192, random(random, BLOCK));
+            write(session, model, 8192, random(random, BLOCK));
+            write(session, model, 100 << 10, random(random, 200 << 10));
+            session.trim(16384, 8192, false).get(10, TimeUnit.SECONDS);
+            Arrays.fill(model, 16384, 16384 + 8192, (byte) 0);
+            session.writeZeroes(1 << 20, 65536, 0).get(10, TimeUnit.SECONDS);
+            Arrays.fill(model, 1 << 20, (1 << 20) + 65536, (byte) 0);
+            write(session, model, 16384 + 4096, random(random, BLOCK)); // into the trimmed range, after the trim
+            assertEquals(3 * BLOCK + (200 << 10), session.unflushedBytes(), "three writes' data kept (trim and zero have none)");
+
+            server.crash();
+            assertNotEquals(-1, Arrays.mismatch(model, server.contents()), "the crash lost acknowledged writes");
+            assertEquals(-1, Arrays.mismatch(flushed, server.contents()), "the server went back to what was flushed");
+
+            awaitReconnects(session, 1);
+            assertEquals(-1, Arrays.mismatch(model, server.contents()), "every acknowledged write is back, in order");
+            assertReadsBack(session, model);
+            assertEquals(List.of(), server.violations());
+
+            session.flush().get(10, TimeUnit.SECONDS);
+            assertEquals(0, session.unflushedBytes());
+            server.crash(); // nothing unflushed: nothing to lose, nothing written again
+            awaitReconnects(session, 2);
+            assertEquals(-1, Arrays.mismatch(model, server.contents()));
+        }
+    }
+
+    @Test
+    void aCrashInTheMiddleOfAWriteLoadLosesNothing() throws Exception {
+        Random random = new Random(32);
+        byte[] model = new byte[DISK];
+        try (ScriptedNbdServer server = server();
+                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(64 << 20))
+                        .get(10, TimeUnit.SECONDS)) {
+            List<Integer> blocks = new ArrayList<>();
+            for (int b = 0; b < DISK / BLOCK; b++) {
+                blocks.add(b);
+            }
+            Collections.shuffle(blocks, random); // each block once: writes in flight together may land in any order
+            Semaphore window = new Semaphore(32);
+            AtomicInteger failures = new AtomicInteger();
+            List<CompletableFuture<Void>> writes = new ArrayList<>();
+            for (int i = 0; i < blocks.size(); i++) {
+                if (i == blocks.size() / 3) {
+                    session.flush().get(10, TimeUnit.SECONDS); // some of it durable, the rest not
+                }
+                if (i == 2 * blocks.size() / 3) {
+                    server.crash();
+                }
+                byte[] block = random(random, BLOCK);
+                long offset = (long) blocks.get(i) * BLOCK;
+                System.arraycopy(block, 0, model, (int) offset, BLOCK);
+                window.acquire();
+                writes.add(session.write(offset, Unpooled.wrappedBuffer(block), false).whenComplete((v, e) -> {
+                    if (e != null) {
+                        failures.incrementAndGet();
+                    }
+                    window.release();
+                }));
+            }
+            CompletableFuture.allOf(writes.toArray(CompletableFuture[]::new)).handle((v, e) -> null).get(30, TimeUnit.SECONDS);
+            assertEquals(0, failures.get());
+            assertEquals(1, session.reconnects());
+            assertEquals(-1, Arrays.mismatch(model, server.contents()), "the export holds every acknowledged write");
+            assertReadsBack(session, model);
+        }
+    }
+
+    @Test
+    void withoutAJournalTheSameCrashLosesWrites() throws Exception {
+        Random random = new Random(33);
+        byte[] model = new byte[DISK];
+        try (ScriptedNbdServer server = server();
+                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(0))
+                        .get(10, TimeUnit.SECONDS)) {
+            write(session, model, 0, random(random, 64 << 10));
+            assertEquals(0, session.unflushedBytes(), "nothing kept");
+            server.crash();
+            awaitReconnects(session, 1);
+            assertNotEquals(-1, Arrays.mismatch(model, server.contents()), "lost: what the journal is for");
+        }
+    }
+
+    @Test
+    void theJournalStaysBoundedByFlushesOfItsOwnAndIsDroppedWholeWhenItOverflows() throws Exception {
+        Random random = new Random(34);
+        byte[] model = new byte[DISK];
+        int limit = 256 << 10;
+        try (ScriptedNbdServer server = server();
+                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(limit))
+                        .get(10, TimeUnit.SECONDS)) {
+            // Past half the limit, the session flushes by itself.
+            for (int i = 0; i < 48; i++) {
+                write(session, model, (long) i * BLOCK, random(random, BLOCK));
+            }
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+            while (session.unflushedBytes() > limit / 2 && System.nanoTime() < deadline) {
+                Thread.sleep(5);
+            }
+            assertTrue(session.unflushedBytes() <= limit / 2, "kept " + session.unflushedBytes() + " bytes");
+            assertTrue(server.requests().stream().anyMatch(r -> r.type() == 3 /* NBD_CMD_FLUSH */),
+                    "the session sent a FLUSH of its own");
+
+            // One write larger than the whole limit: the journal is dropped, not kept in part.
+            write(session, model, 1 << 20, random(random, 2 * limit));
+            assertEquals(0, session.unflushedBytes(), "overflowed: nothing kept");
+            session.flush().get(10, TimeUnit.SECONDS); // complete again from here
+            byte[] last = random(random, BLOCK);
+            write(session, model, 3 << 20, last);
+            assertEquals(BLOCK, session.unflushedBytes(), "kept again after a flush");
+            server.crash();
+            awaitReconnects(session, 1);
+            assertEquals(-1, Arrays.mismatch(model, server.contents()), "the write after the flush was written again");
+        }
+    }
+}
