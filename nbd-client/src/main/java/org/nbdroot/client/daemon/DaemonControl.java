@@ -1,6 +1,5 @@
 package org.nbdroot.client.daemon;
 
-import org.nbdroot.client.ggate.GgateDevice;
 import org.nbdroot.proto.transport.NbdUri;
 
 /**
@@ -8,10 +7,10 @@ import org.nbdroot.proto.transport.NbdUri;
  * the session to reconnect: a server fixes an export's size per connection.)
  */
 public final class DaemonControl implements ControlServer.Handler {
-    private final GgateDevice device;
+    private final ServedDevice device;
     private final NbdUri uri;
 
-    public DaemonControl(GgateDevice device, NbdUri uri) {
+    public DaemonControl(ServedDevice device, NbdUri uri) {
         this.device = device;
         this.uri = uri;
     }

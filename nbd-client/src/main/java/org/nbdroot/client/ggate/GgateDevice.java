@@ -4,6 +4,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CountDownLatch;
 import java.util.logging.Logger;
+import org.nbdroot.client.daemon.ServedDevice;
 import org.nbdroot.proto.ExportInfo;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.wire.TransmissionFlag;
@@ -12,7 +13,7 @@ import org.nbdroot.proto.wire.TransmissionFlag;
  * A GEOM Gate unit served from an NBD session: creates the unit (or takes over one whose
  * daemon died), runs the workers, and resizes or destroys it.
  */
-public final class GgateDevice implements AutoCloseable {
+public final class GgateDevice implements ServedDevice, AutoCloseable {
     private static final Logger LOG = Logger.getLogger(GgateDevice.class.getName());
 
     private final NbdSession session;
@@ -96,14 +97,17 @@ public final class GgateDevice implements AutoCloseable {
         return unit;
     }
 
+    @Override
     public String name() {
         return GgateAbi.PROVIDER_NAME + unit;
     }
 
+    @Override
     public long mediaSize() {
         return mediaSize;
     }
 
+    @Override
     public int sectorSize() {
         return sectorSize;
     }
@@ -121,12 +125,14 @@ public final class GgateDevice implements AutoCloseable {
     }
 
     /** Waits until every worker has stopped (the unit was destroyed); returns a worker's failure, if any. */
+    @Override
     public Throwable awaitTermination() throws InterruptedException {
         workersDone.await();
         return workerFailure;
     }
 
     /** Grows or shrinks the device to a new export size (a multiple of the sector size). */
+    @Override
     public void resize(long newExportSize) throws GgateException {
         long size = newExportSize - newExportSize % sectorSize;
         try (GgateControl control = GgateControl.open()) {
@@ -139,6 +145,7 @@ public final class GgateDevice implements AutoCloseable {
      * Flushes the export if it can, then destroys the unit: without force the kernel refuses
      * while the device is open; with force, requests still queued fail with ENXIO.
      */
+    @Override
     public void destroy(boolean force) throws GgateException {
         if (session.export().has(TransmissionFlag.SEND_FLUSH) && !session.export().readOnly()) {
             try {
