@@ -7,6 +7,8 @@ import org.nbdroot.client.daemon.RunDirectory;
 import org.nbdroot.client.ggate.GgateAbi;
 import org.nbdroot.client.ggate.GgateControl;
 import org.nbdroot.client.ggate.GgateOptions;
+import org.nbdroot.client.linuxnbd.LinuxNbdAbi;
+import org.nbdroot.client.linuxnbd.NbdDeviceControl;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -18,7 +20,7 @@ import picocli.CommandLine.Spec;
         description = {"Destroy a device: its daemon flushes the export, destroys the unit and disconnects.",
                 "Without a daemon (it died), the unit is destroyed directly."})
 final class DestroyCommand implements Callable<Integer> {
-    @Parameters(index = "0", paramLabel = "DEVICE", description = "/dev/ggateN or ggateN")
+    @Parameters(index = "0", paramLabel = "DEVICE", description = "/dev/ggateN or ggateN; /dev/nbdN or nbdN")
     String device;
 
     @Option(names = {"-f", "--force"}, description = "Destroy even while the device is open; queued requests fail with ENXIO.")
@@ -29,8 +31,9 @@ final class DestroyCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        int unit = GgateOptions.unitOf(device);
-        String name = GgateAbi.PROVIDER_NAME + unit;
+        boolean linux = ServeCommand.Bridge.of(device) == ServeCommand.Bridge.LINUX_NBD;
+        int unit = linux ? LinuxNbdAbi.indexOf(device) : GgateOptions.unitOf(device);
+        String name = (linux ? LinuxNbdAbi.DEVICE_PREFIX : GgateAbi.PROVIDER_NAME) + unit;
         Path socket = RunDirectory.socketFor(name);
         if (ControlClient.isAlive(socket)) {
             String reply = ControlClient.request(socket, force ? "destroy force" : "destroy");
@@ -39,8 +42,16 @@ final class DestroyCommand implements Callable<Integer> {
             }
             return 0;
         }
-        try (GgateControl control = GgateControl.open()) {
-            control.destroy(unit, force);
+        if (linux) {
+            // As nbd-client -d: the kernel drops whatever socket it still has.
+            try (NbdDeviceControl control = NbdDeviceControl.open(unit)) {
+                control.disconnect();
+                control.clearSocket();
+            }
+        } else {
+            try (GgateControl control = GgateControl.open()) {
+                control.destroy(unit, force);
+            }
         }
         spec.commandLine().getErr().println("nbd-client: no daemon served " + name + "; destroyed the unit directly");
         return 0;

@@ -6,6 +6,7 @@ import org.nbdroot.client.daemon.ControlClient;
 import org.nbdroot.client.daemon.RunDirectory;
 import org.nbdroot.client.ggate.GgateAbi;
 import org.nbdroot.client.ggate.GgateOptions;
+import org.nbdroot.client.linuxnbd.LinuxNbdAbi;
 import org.nbdroot.proto.NbdException;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
@@ -19,7 +20,7 @@ import picocli.CommandLine.Spec;
                 "again (on a fresh connection: NBD has no notice of a size change) and resizes the device to it.",
                 "A smaller export is refused unless --force: shrink the filesystem on the device first."})
 final class ResizeCommand implements Callable<Integer> {
-    @Parameters(index = "0", paramLabel = "DEVICE", description = "/dev/ggateN or ggateN")
+    @Parameters(index = "0", paramLabel = "DEVICE", description = "/dev/ggateN or ggateN; /dev/nbdN or nbdN")
     String device;
 
     @Option(names = {"-f", "--force"}, description = "Shrink the device too, when the export shrank.")
@@ -30,7 +31,9 @@ final class ResizeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        String name = GgateAbi.PROVIDER_NAME + GgateOptions.unitOf(device);
+        boolean linux = ServeCommand.Bridge.of(device) == ServeCommand.Bridge.LINUX_NBD;
+        String name = linux ? LinuxNbdAbi.DEVICE_PREFIX + LinuxNbdAbi.indexOf(device)
+                : GgateAbi.PROVIDER_NAME + GgateOptions.unitOf(device);
         Path socket = RunDirectory.socketFor(name);
         if (!ControlClient.isAlive(socket)) {
             throw new NbdException("no daemon serves " + name + " (nothing answers on " + socket + ")");

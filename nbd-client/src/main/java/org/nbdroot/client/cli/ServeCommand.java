@@ -2,15 +2,20 @@ package org.nbdroot.client.cli;
 
 import java.nio.file.Path;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.logging.Logger;
 import org.nbdroot.client.daemon.ControlServer;
 import org.nbdroot.client.daemon.DaemonControl;
 import org.nbdroot.client.daemon.Daemonizer;
 import org.nbdroot.client.daemon.RunDirectory;
+import org.nbdroot.client.daemon.ServedDevice;
 import org.nbdroot.client.ggate.GgateAbi;
 import org.nbdroot.client.ggate.GgateDevice;
 import org.nbdroot.client.ggate.GgateOptions;
+import org.nbdroot.client.linuxnbd.LinuxNbdAbi;
+import org.nbdroot.client.linuxnbd.LinuxNbdDevice;
+import org.nbdroot.client.linuxnbd.LinuxNbdOptions;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.session.SessionOptions;
 import org.nbdroot.proto.transport.NbdUri;
@@ -90,8 +95,19 @@ final class ServeCommand {
             throw new IllegalArgumentException("rescue needs the DEVICE to take over");
         }
         Bridge bridge = Bridge.of(target.device());
+        LinuxNbdOptions linux = null;
+        GgateOptions ggate = null;
         if (bridge == Bridge.LINUX_NBD) {
-            throw new IllegalArgumentException("the Linux NBD bridge (" + target.device() + ") is not implemented yet");
+            if (rescue) {
+                throw new IllegalArgumentException("rescue is for GEOM Gate: a Linux NBD device set up with ioctls "
+                        + "ends with its daemon");
+            }
+            linux = new LinuxNbdOptions(LinuxNbdAbi.indexOf(target.device()), options.sectorSize, options.timeout,
+                    "ro".equals(options.mode));
+        } else {
+            ggate = new GgateOptions(
+                    target.device() == null ? GgateAbi.UNIT_AUTO : GgateOptions.unitOf(target.device()),
+                    options.sectorSize, options.queueSize, options.timeout, "ro".equals(options.mode), options.workers);
         }
         if (!options.foreground) {
             return Daemonizer.runDetached(originalArgs, System.out, System.err);
@@ -99,22 +115,26 @@ final class ServeCommand {
         if (options.detached) {
             Daemonizer.enterOwnSession();
         }
-        GgateOptions ggate = new GgateOptions(
-                target.device() == null ? GgateAbi.UNIT_AUTO : GgateOptions.unitOf(target.device()),
-                options.sectorSize, options.queueSize, options.timeout, "ro".equals(options.mode), options.workers);
         SessionOptions sessionOptions = options.connection.sessionOptions();
         try (Engine engine = new Engine(Math.max(1, sessionOptions.connections()), sessionOptions)) {
             NbdSession session = engine.open(target.uri(), sessionOptions);
-            GgateDevice device = rescue
-                    ? GgateDevice.rescue(session, ggate, GgateOptions.unitOf(target.device()))
-                    : GgateDevice.create(session, ggate, target.uri().toString());
-            session.onExportGrowth(grown -> {
+            ServedDevice device;
+            if (linux != null) {
+                device = LinuxNbdDevice.create(session, engine.transport, linux, target.uri().toString());
+            } else {
+                device = rescue
+                        ? GgateDevice.rescue(session, ggate, GgateOptions.unitOf(target.device()))
+                        : GgateDevice.create(session, ggate, target.uri().toString());
+            }
+            // Seen on a reconnect, on the engine's event loop: the device follows, from another
+            // thread, as the kernel may want I/O served by that loop while it resizes.
+            session.onExportGrowth(grown -> CompletableFuture.runAsync(() -> {
                 try {
-                    device.resize(grown.size()); // seen on a reconnect: the device follows
+                    device.resize(grown.size());
                 } catch (Exception e) {
                     LOG.warning(device.name() + ": cannot grow to " + grown.size() + " bytes: " + e.getMessage());
                 }
-            });
+            }));
             Path socket = RunDirectory.socketFor(device.name());
             String source = target.uri().toString();
             DaemonControl handler = new DaemonControl(device, target.uri());
@@ -130,7 +150,7 @@ final class ServeCommand {
                 LOG.info(device.name() + ": destroyed; disconnecting");
                 session.disconnect().get(10, TimeUnit.SECONDS);
                 if (failure != null) {
-                    throw new IllegalStateException(device.name() + ": a worker failed: " + failure, failure);
+                    throw new IllegalStateException(device.name() + " failed: " + failure.getMessage(), failure);
                 }
             }
         }

@@ -1,6 +1,5 @@
 package org.nbdroot.client.daemon;
 
-import org.nbdroot.client.ggate.GgateDevice;
 import org.nbdroot.proto.transport.NbdUri;
 
 /**
@@ -8,10 +7,10 @@ import org.nbdroot.proto.transport.NbdUri;
  * export's size asked for again on a fresh connection, the device following it).
  */
 public final class DaemonControl implements ControlServer.Handler {
-    private final GgateDevice device;
+    private final ServedDevice device;
     private final NbdUri uri;
 
-    public DaemonControl(GgateDevice device, NbdUri uri) {
+    public DaemonControl(ServedDevice device, NbdUri uri) {
         this.device = device;
         this.uri = uri;
     }
@@ -31,7 +30,7 @@ public final class DaemonControl implements ControlServer.Handler {
 
     /** Replies {@code ok DEVICE size=N was=M export=E}, or an error saying why the size was kept. */
     private String resize(boolean force) throws Exception {
-        GgateDevice.SizeChange change = device.refreshSize(force);
+        ServedDevice.SizeChange change = device.refreshSize(force);
         if (change.refused()) {
             return "error the export shrank from " + change.before() + " to " + change.exportSize() + " bytes; "
                     + device.name() + " keeps its " + change.before() + " bytes (shrink what is on it first, then resize --force)";

@@ -4,6 +4,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CountDownLatch;
 import java.util.logging.Logger;
+import org.nbdroot.client.daemon.ServedDevice;
 import org.nbdroot.proto.ExportInfo;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.wire.TransmissionFlag;
@@ -12,7 +13,7 @@ import org.nbdroot.proto.wire.TransmissionFlag;
  * A GEOM Gate unit served from an NBD session: creates the unit (or takes over one whose
  * daemon died), runs the workers, and resizes or destroys it.
  */
-public final class GgateDevice implements AutoCloseable {
+public final class GgateDevice implements ServedDevice, AutoCloseable {
     private static final Logger LOG = Logger.getLogger(GgateDevice.class.getName());
 
     private final NbdSession session;
@@ -96,14 +97,17 @@ public final class GgateDevice implements AutoCloseable {
         return unit;
     }
 
+    @Override
     public String name() {
         return GgateAbi.PROVIDER_NAME + unit;
     }
 
+    @Override
     public long mediaSize() {
         return mediaSize;
     }
 
+    @Override
     public int sectorSize() {
         return sectorSize;
     }
@@ -121,12 +125,14 @@ public final class GgateDevice implements AutoCloseable {
     }
 
     /** Waits until every worker has stopped (the unit was destroyed); returns a worker's failure, if any. */
+    @Override
     public Throwable awaitTermination() throws InterruptedException {
         workersDone.await();
         return workerFailure;
     }
 
     /** Grows or shrinks the device to a new export size (rounded down to a whole sector). */
+    @Override
     public synchronized void resize(long newExportSize) throws GgateException {
         long size = newExportSize - newExportSize % sectorSize;
         if (size <= 0) {
@@ -147,47 +153,16 @@ public final class GgateDevice implements AutoCloseable {
         mediaSize = size;
     }
 
-    /**
-     * What {@link #refreshSize} did.
-     *
-     * @param before     the device's size before, in bytes
-     * @param after      its size now
-     * @param exportSize the export's size as the server now describes it
-     * @param refused    the export shrank and the device kept its size (no force)
-     */
-    public record SizeChange(long before, long after, long exportSize, boolean refused) {}
-
-    /**
-     * Asks the server for the export's size now ({@code nbd-client resize}) and resizes the
-     * device to it. A grown export grows the device. A shrunk one is refused unless
-     * {@code allowShrink}: the blocks past the new end are gone on the server, and a
-     * filesystem that still uses them would meet errors there, so the operator must shrink it
-     * first and say so. When refused the session keeps its connections and the old size.
-     */
-    public SizeChange refreshSize(boolean allowShrink) throws Exception {
-        long before = mediaSize;
-        NbdSession.ExportRefresh refresh;
-        try {
-            refresh = session.refreshExport(now -> allowShrink || now.size() - now.size() % sectorSize >= before)
-                    .get(2, java.util.concurrent.TimeUnit.MINUTES);
-        } catch (java.util.concurrent.ExecutionException e) {
-            throw e.getCause() instanceof Exception cause ? cause : e;
-        }
-        long exportSize = refresh.now().size();
-        long wanted = exportSize - exportSize % sectorSize;
-        if (wanted < before && !refresh.adopted()) {
-            LOG.warning(name() + ": the export shrank to " + exportSize + " bytes; the device keeps its " + before
-                    + " bytes until resized with force");
-            return new SizeChange(before, before, exportSize, true);
-        }
-        resize(exportSize);
-        return new SizeChange(before, mediaSize, exportSize, false);
+    @Override
+    public NbdSession session() {
+        return session;
     }
 
     /**
      * Flushes the export if it can, then destroys the unit: without force the kernel refuses
      * while the device is open; with force, requests still queued fail with ENXIO.
      */
+    @Override
     public void destroy(boolean force) throws GgateException {
         if (session.export().has(TransmissionFlag.SEND_FLUSH) && !session.export().readOnly()) {
             try {

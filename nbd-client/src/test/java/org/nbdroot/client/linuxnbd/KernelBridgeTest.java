@@ -1,0 +1,228 @@
+package org.nbdroot.client.linuxnbd;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.channel.epoll.EpollDomainSocketChannel;
+import io.netty.handler.codec.ByteToMessageDecoder;
+import java.io.RandomAccessFile;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.nbdroot.proto.interop.PeerServer;
+import org.nbdroot.proto.session.NbdSession;
+import org.nbdroot.proto.session.SessionOptions;
+import org.nbdroot.proto.transport.NbdConnector;
+import org.nbdroot.proto.transport.Transport;
+import org.nbdroot.proto.wire.Command;
+import org.nbdroot.proto.wire.CommandFlag;
+import org.nbdroot.proto.wire.NbdConstants;
+import org.nbdroot.proto.wire.NbdError;
+
+/**
+ * The bridge without a kernel: this test plays the kernel's side of the socket pair (the
+ * requests nbd.c sends, handles with a cookie in the high half) against the bridge serving
+ * a real nbdkit, and checks every reply: one per handle, the right error, exactly the data.
+ * The real kernel is in {@link LinuxNbdKernelTest}.
+ */
+class KernelBridgeTest {
+    private static final int SIZE = 16 * 1024 * 1024;
+
+    @TempDir
+    Path dir;
+    private Transport transport;
+    private PeerServer server;
+    private NbdSession session;
+    private Path backing;
+    private FakeKernel kernel;
+    private KernelBridge bridge;
+
+    /** The kernel's end: sends requests, collects simple replies (reads' data by the length it asked for). */
+    static final class FakeKernel extends ByteToMessageDecoder {
+        record Reply(int error, byte[] data) {}
+
+        final Map<Long, Integer> readLengths = new ConcurrentHashMap<>();
+        final Map<Long, Reply> replies = new ConcurrentHashMap<>();
+        volatile int duplicates;
+        volatile String broken;
+        EpollDomainSocketChannel channel;
+
+        @Override
+        protected void decode(ChannelHandlerContext ctx, ByteBuf in, List<Object> out) {
+            if (in.readableBytes() < NbdConstants.SIMPLE_REPLY_HEADER_LENGTH) {
+                return;
+            }
+            int magic = in.getInt(in.readerIndex());
+            int error = in.getInt(in.readerIndex() + 4);
+            long handle = in.getLong(in.readerIndex() + 8);
+            if (magic != NbdConstants.SIMPLE_REPLY_MAGIC) {
+                broken = "reply magic " + Integer.toHexString(magic);
+                in.skipBytes(in.readableBytes());
+                return;
+            }
+            Integer readLength = readLengths.get(handle);
+            int data = error == 0 && readLength != null ? readLength : 0;
+            if (in.readableBytes() < NbdConstants.SIMPLE_REPLY_HEADER_LENGTH + data) {
+                return;
+            }
+            in.skipBytes(NbdConstants.SIMPLE_REPLY_HEADER_LENGTH);
+            byte[] bytes = new byte[data];
+            in.readBytes(bytes);
+            if (replies.putIfAbsent(handle, new Reply(error, bytes)) != null) {
+                duplicates++;
+            }
+        }
+
+        void send(Command command, int flags, long handle, long offset, int length, byte[] payload) {
+            ByteBuf b = Unpooled.buffer(NbdConstants.REQUEST_HEADER_LENGTH + (payload == null ? 0 : payload.length));
+            b.writeInt(NbdConstants.REQUEST_MAGIC).writeInt(flags << 16 | command.code()).writeLong(handle)
+                    .writeLong(offset).writeInt(length);
+            if (payload != null) {
+                b.writeBytes(payload);
+            }
+            if (command == Command.READ) {
+                readLengths.put(handle, length);
+            }
+            channel.writeAndFlush(b);
+        }
+
+        Reply await(long handle) throws InterruptedException {
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (System.nanoTime() < deadline) {
+                Reply r = replies.get(handle);
+                if (r != null) {
+                    return r;
+                }
+                Thread.sleep(2);
+            }
+            throw new AssertionError("no reply for handle " + Long.toHexString(handle) + " within 10 s"
+                    + (broken != null ? " (" + broken + ")" : ""));
+        }
+    }
+
+    /** A handle as nbd.c makes them: a cookie in the high 32 bits, the tag in the low. */
+    private static long handle(int cookie, int tag) {
+        return ((long) cookie << 32) | tag;
+    }
+
+    @BeforeEach
+    void setUp() throws Exception {
+        backing = dir.resolve("disk.img");
+        try (RandomAccessFile f = new RandomAccessFile(backing.toFile(), "rw")) {
+            f.setLength(SIZE);
+        }
+        server = PeerServer.nbdkit("nbdkit", dir, backing, List.of(), "file", "file=" + backing);
+        transport = Transport.create(2);
+        session = NbdSession.connect(new NbdConnector(transport, Duration.ofSeconds(5)), server.uri, SessionOptions.DEFAULT)
+                .get(10, TimeUnit.SECONDS);
+        int[] pair = NbdDeviceControl.socketPair();
+        NbdDeviceControl.setNonBlocking(pair[0]);
+        NbdDeviceControl.setNonBlocking(pair[1]);
+        bridge = KernelBridge.attach(transport, pair[1], "nbd-test", session);
+        kernel = new FakeKernel();
+        kernel.channel = new EpollDomainSocketChannel(pair[0]);
+        kernel.channel.pipeline().addLast(kernel);
+        transport.group().register(kernel.channel).syncUninterruptibly();
+    }
+
+    @AfterEach
+    void tearDown() throws Exception {
+        kernel.channel.close().syncUninterruptibly();
+        session.disconnect().get(10, TimeUnit.SECONDS);
+        transport.close();
+        server.close();
+    }
+
+    @Test
+    void manyRequestsInFlightEachAnsweredOnceWithItsData() throws Exception {
+        Random random = new Random(7);
+        int n = 128; // the kernel's queue depth
+        byte[][] blocks = new byte[n][];
+        for (int i = 0; i < n; i++) {
+            blocks[i] = new byte[(1 + random.nextInt(32)) * 4096];
+            random.nextBytes(blocks[i]);
+            kernel.send(Command.WRITE, i % 3 == 0 ? CommandFlag.FUA : 0, handle(1, i), (long) i * 131072, blocks[i].length,
+                    blocks[i]);
+        }
+        for (int i = 0; i < n; i++) {
+            assertEquals(0, kernel.await(handle(1, i)).error(), "write " + i);
+        }
+        kernel.send(Command.FLUSH, 0, handle(2, 0), 0, 0, null);
+        assertEquals(0, kernel.await(handle(2, 0)).error(), "flush");
+        for (int i = 0; i < n; i++) {
+            kernel.send(Command.READ, 0, handle(3, i), (long) i * 131072, blocks[i].length, null);
+        }
+        for (int i = 0; i < n; i++) {
+            FakeKernel.Reply r = kernel.await(handle(3, i));
+            assertEquals(0, r.error(), "read " + i);
+            assertArrayEquals(blocks[i], r.data(), "read " + i);
+        }
+        byte[] file = Files.readAllBytes(backing);
+        for (int i = 0; i < n; i++) {
+            byte[] got = java.util.Arrays.copyOfRange(file, i * 131072, i * 131072 + blocks[i].length);
+            assertArrayEquals(blocks[i], got, "backing file at block " + i);
+        }
+        assertEquals(0, kernel.duplicates);
+        assertNull(kernel.broken);
+        assertEquals(2L * n + 1, bridge.served()); // the writes, the flush, the reads
+    }
+
+    @Test
+    void aFailedRequestIsAnErrorReplyWithoutDataAndTheStreamGoesOn() throws Exception {
+        kernel.send(Command.READ, 0, handle(1, 1), SIZE - 4096, 8192, null); // past the end
+        FakeKernel.Reply r = kernel.await(handle(1, 1));
+        assertEquals(NbdError.EINVAL.code(), r.error());
+        assertEquals(0, r.data().length);
+        kernel.send(Command.CACHE, 0, handle(1, 2), 0, 4096, null); // a command the bridge does not serve
+        assertTrue(kernel.await(handle(1, 2)).error() != 0);
+        kernel.send(Command.READ, 0, handle(1, 3), 0, 4096, null);
+        FakeKernel.Reply ok = kernel.await(handle(1, 3));
+        assertEquals(0, ok.error());
+        assertArrayEquals(new byte[4096], ok.data());
+        assertEquals(2, bridge.failed());
+        assertNull(kernel.broken);
+    }
+
+    @Test
+    void disconnectAnswersWhatCameBeforeThenCloses() throws Exception {
+        byte[] data = new byte[1024 * 1024];
+        new Random(9).nextBytes(data);
+        kernel.send(Command.WRITE, 0, handle(1, 1), 0, data.length, data);
+        kernel.send(Command.DISC, 0, 0, 0, 0, null);
+        kernel.send(Command.READ, 0, handle(1, 2), 0, 4096, null); // after DISC: never served
+        assertEquals(0, kernel.await(handle(1, 1)).error());
+        bridge.closed().get(10, TimeUnit.SECONDS);
+        assertTrue(kernel.channel.closeFuture().await(10, TimeUnit.SECONDS), "the kernel's end saw no close");
+        assertNull(kernel.replies.get(handle(1, 2)));
+        assertArrayEquals(data, java.util.Arrays.copyOf(Files.readAllBytes(backing), data.length));
+    }
+
+    @Test
+    void aBrokenRequestStreamClosesTheSocket() throws Exception {
+        ByteBuf garbage = Unpooled.buffer(28).writeInt(0x12345678).writeZero(24);
+        kernel.channel.writeAndFlush(garbage);
+        Throwable failure = null;
+        try {
+            bridge.closed().get(10, TimeUnit.SECONDS);
+        } catch (java.util.concurrent.ExecutionException e) {
+            failure = e.getCause();
+        }
+        assertNotNull(failure, "a bad magic must end the stream with a failure");
+        assertTrue(failure.getMessage().contains("request magic: 0x12345678"), failure.getMessage());
+    }
+}
