@@ -1,0 +1,16 @@
+/** The nbd-client daemon and command line. */
+module org.nbdroot.client {
+    requires transitive org.nbdroot.proto;
+    requires info.picocli;
+    requires transitive org.jnrproject.ffi;
+    requires transitive org.jnrproject.constants;
+    requires org.jnrproject.posix;
+    requires java.logging;
+
+    // picocli reads and writes the annotated fields and instantiates the commands, mixins,
+    // converters and the version provider by reflection.
+    opens org.nbdroot.client.cli to info.picocli;
+    // jnr-ffi implements GgateLibC with a class it generates in its own class loader (an unnamed
+    // module): the interface's package must be exported to everyone.
+    exports org.nbdroot.client.ggate;
+}

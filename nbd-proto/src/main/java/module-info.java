@@ -1,0 +1,16 @@
+/** The NBD protocol engine. */
+module org.nbdroot.proto {
+    requires transitive io.netty.buffer;
+    requires transitive io.netty.common;
+    requires transitive io.netty.transport;
+    requires transitive io.netty.codec;
+    requires io.netty.transport.unix.common;
+    requires io.netty.transport.classes.epoll;
+    requires java.logging;
+
+    exports org.nbdroot.proto;
+    exports org.nbdroot.proto.handshake;
+    exports org.nbdroot.proto.session;
+    exports org.nbdroot.proto.transport;
+    exports org.nbdroot.proto.wire;
+}
