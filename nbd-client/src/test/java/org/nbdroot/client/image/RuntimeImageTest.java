@@ -2,6 +2,7 @@ package org.nbdroot.client.image;
 
 import static java.nio.charset.StandardCharsets.UTF_8;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertDoesNotThrow;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -43,6 +44,8 @@ class RuntimeImageTest {
     /** Where the image is run from: not where it was built, as after a reroot. */
     static final Path IMAGE = WORK.resolve("copy/nbd-client");
     static final Duration WAIT = Duration.ofSeconds(30);
+    /** The daemons' run directory: not in /tmp (the test looks for writes there). */
+    static Path runDir;
     static final Pattern STRACE_PATH = Pattern.compile("^\\d+\\s+(\\w+)\\((?:AT_FDCWD|-?\\d+)?,?\\s*\"([^\"]*)\"(.*)$");
     static final Pattern CLASS_LOAD = Pattern.compile("\\[class,load\\s*\\] (\\S+) source: (.*)$");
 
@@ -52,7 +55,12 @@ class RuntimeImageTest {
         run(List.of("rm", "-rf", WORK.toString()));
         Files.createDirectories(IMAGE.getParent());
         run(List.of("cp", "-a", BUILT.toString(), IMAGE.toString()));
-        Files.createDirectories(WORK.resolve("run"));
+        // A control socket's path must stay under ~107 bytes: a deep checkout gets /dev/shm.
+        runDir = WORK.resolve("run");
+        if (runDir.resolve("ggate999.sock").toString().length() > 100) {
+            runDir = Files.createTempDirectory(Path.of("/dev/shm"), "nbd-image-test");
+        }
+        Files.createDirectories(runDir);
     }
 
     @Test
@@ -98,7 +106,7 @@ class RuntimeImageTest {
         try (GgateEmulator kernel = GgateEmulator.start();
                 PeerServer server = PeerServer.nbdkit("nbdkit memory", WORK, null, List.of(), "memory", "size=64M")) {
             String opts = "-Dnbd.ggate.libc=" + GgateEmulator.libraryPath() + " -Dnbd.ggate.ctl=" + kernel.socketPath()
-                    + " -Dnbd.rundir=" + WORK.resolve("run");
+                    + " -Dnbd.rundir=" + runDir;
             // Without -f: the parent JVM starts the daemon again (jspawnhelper), prints the device
             // once the child serves, and exits; strace follows both.
             Traced start = traced("daemon", List.of(server.uri.toString()), opts);
@@ -106,38 +114,44 @@ class RuntimeImageTest {
             String device = start.out.strip();
             assertTrue(device.matches("ggate\\d+"), "the daemon prints its device: " + start.out + start.err);
             long daemon = daemonPid();
-
-            List<String> maps = Files.readAllLines(Path.of("/proc/" + daemon + "/maps"));
-            Set<String> mapped = maps.stream().map(l -> l.split("\\s+", 6)).filter(f -> f.length == 6 && f[5].startsWith("/"))
-                    .map(f -> f[5]).collect(Collectors.toCollection(TreeSet::new));
-            for (String file : List.of("lib/modules", "lib/server/libjvm.so", "lib/libjffi-1.2.so", "lib/" + nettyEpollLibrary())) {
-                assertTrue(mapped.contains(IMAGE.resolve(file).toString()), "the daemon maps the copy's " + file + ": " + mapped);
-            }
-            for (String file : mapped) {
-                assertFalse(file.endsWith(".jar") || file.startsWith("/tmp/"), "the daemon maps " + file);
-            }
-            assertFalse(Files.exists(Path.of("/tmp/hsperfdata_" + System.getProperty("user.name"), String.valueOf(daemon))),
-                    "no perf data file (-XX:-UsePerfData)");
-
-            // It really serves: a write through the device reaches nbdkit and reads back.
-            int unit = Integer.parseInt(device.substring("ggate".length()));
-            byte[] data = new byte[1 << 20];
-            new Random(4).nextBytes(data);
-            assertTrue(kernel.awaitBio(kernel.queueWrite(unit, 8192, data), WAIT).ok(), "a write through the device");
-            BioResult read = kernel.awaitBio(kernel.queueRead(unit, 8192, data.length), WAIT);
-            assertTrue(read.ok(), "a read through the device: " + read);
-            assertArrayEquals(data, read.data(), "the device reads back what was written");
-
-            Traced destroy = traced("destroy", List.of("destroy", device), opts);
-            assertEquals(0, destroy.status, destroy.err);
-            Optional<ProcessHandle> stillThere = ProcessHandle.of(daemon);
-            if (stillThere.isPresent()) {
-                stillThere.get().onExit().get(20, TimeUnit.SECONDS); // else: the daemon does not exit after destroy
+            try {
+                assertServesFromTheImage(kernel, device, daemon, opts);
+            } finally {
+                ProcessHandle.of(daemon).ifPresent(ProcessHandle::destroyForcibly); // only after a failure
             }
             start.awaitTracer();
             start.assertFromTheImageOnly();
-            destroy.assertFromTheImageOnly();
         }
+    }
+
+    private static void assertServesFromTheImage(GgateEmulator kernel, String device, long daemon, String opts) throws Exception {
+        // It maps the copy's files, and no jar, nothing in /tmp.
+        List<String> maps = Files.readAllLines(Path.of("/proc/" + daemon + "/maps"));
+        Set<String> mapped = maps.stream().map(l -> l.split("\\s+", 6)).filter(f -> f.length == 6 && f[5].startsWith("/"))
+                .map(f -> f[5]).collect(Collectors.toCollection(TreeSet::new));
+        for (String file : List.of("lib/modules", "lib/server/libjvm.so", "lib/libjffi-1.2.so", "lib/" + nettyEpollLibrary())) {
+            assertTrue(mapped.contains(IMAGE.resolve(file).toString()), "the daemon maps the copy's " + file + ": " + mapped);
+        }
+        for (String file : mapped) {
+            assertFalse(file.endsWith(".jar") || file.startsWith("/tmp/"), "the daemon maps " + file);
+        }
+        assertFalse(Files.exists(Path.of("/tmp/hsperfdata_" + System.getProperty("user.name"), String.valueOf(daemon))),
+                "no perf data file (-XX:-UsePerfData)");
+
+        // It really serves: a write through the device reaches nbdkit and reads back.
+        int unit = Integer.parseInt(device.substring("ggate".length()));
+        byte[] data = new byte[1 << 20];
+        new Random(4).nextBytes(data);
+        assertTrue(kernel.awaitBio(kernel.queueWrite(unit, 8192, data), WAIT).ok(), "a write through the device");
+        BioResult read = kernel.awaitBio(kernel.queueRead(unit, 8192, data.length), WAIT);
+        assertTrue(read.ok(), "a read through the device: " + read);
+        assertArrayEquals(data, read.data(), "the device reads back what was written");
+
+        Traced destroy = traced("destroy", List.of("destroy", device), opts);
+        assertEquals(0, destroy.status, destroy.err);
+        Optional<ProcessHandle> stillThere = ProcessHandle.of(daemon);
+        stillThere.ifPresent(p -> assertDoesNotThrow(() -> p.onExit().get(20, TimeUnit.SECONDS), "the daemon exits after destroy"));
+        destroy.assertFromTheImageOnly();
     }
 
     private static String nettyEpollLibrary() {
@@ -148,7 +162,7 @@ class RuntimeImageTest {
 
     /** The background daemon started from this test's run directory. */
     private static long daemonPid() throws IOException {
-        String run = "-Dnbd.rundir=" + WORK.resolve("run");
+        String run = "-Dnbd.rundir=" + runDir;
         try (Stream<Path> procs = Files.list(Path.of("/proc"))) {
             List<Long> found = new ArrayList<>();
             for (Path p : (Iterable<Path>) procs::iterator) {
