@@ -88,6 +88,11 @@ public final class NbdClientCommand implements java.util.concurrent.Callable<Int
         @Override
         public String[] getVersion() {
             String v = NbdClientCommand.class.getPackage().getImplementationVersion();
+            if (v == null) {
+                // In the runtime image there is no jar manifest: the module descriptor has the version.
+                java.lang.module.ModuleDescriptor module = NbdClientCommand.class.getModule().getDescriptor();
+                v = module == null ? null : module.rawVersion().orElse(null);
+            }
             return new String[] {"nbd-client " + (v == null ? "(development build)" : v)};
         }
     }

@@ -5,7 +5,11 @@ module org.nbdroot.client {
     requires transitive org.jnrproject.ffi;
     requires transitive org.jnrproject.constants;
     requires org.jnrproject.posix;
+    requires org.jnrproject.unixsocket;
+    requires org.nbdroot.reroot;
     requires java.logging;
+    requires io.netty.transport.classes.epoll;
+    requires io.netty.transport.unix.common;
 
     // picocli reads and writes the annotated fields and instantiates the commands, mixins,
     // converters and the version provider by reflection.
@@ -13,4 +17,5 @@ module org.nbdroot.client {
     // jnr-ffi implements GgateLibC with a class it generates in its own class loader (an unnamed
     // module): the interface's package must be exported to everyone.
     exports org.nbdroot.client.ggate;
+    exports org.nbdroot.client.linuxnbd;
 }

@@ -7,6 +7,8 @@ module org.nbdroot.proto {
     requires io.netty.transport.unix.common;
     requires io.netty.transport.classes.epoll;
     requires java.logging;
+    // TCP keepalive timings on the NIO transport (ExtendedSocketOptions)
+    requires jdk.net;
 
     exports org.nbdroot.proto;
     exports org.nbdroot.proto.handshake;
