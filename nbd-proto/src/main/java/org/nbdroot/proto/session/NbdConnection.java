@@ -21,6 +21,7 @@ import org.nbdroot.proto.ExportInfo;
 import org.nbdroot.proto.NbdException;
 import org.nbdroot.proto.NbdProtocolException;
 import org.nbdroot.proto.NbdServerErrorException;
+import org.nbdroot.proto.wire.NbdError;
 import org.nbdroot.proto.wire.Command;
 import org.nbdroot.proto.wire.NbdConstants;
 import org.nbdroot.proto.wire.Reply;
@@ -59,6 +60,8 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     private boolean lossReported;
     /** Set when the connection is retired: where requests that reach it from then on go instead. */
     private volatile java.util.function.Consumer<NbdRequest> handOver;
+    /** Answered with NBD_ESHUTDOWN: to be sent again like the unanswered ones (event loop only). */
+    private final List<NbdRequest> refusedForShutdown = new java.util.ArrayList<>();
     /** A retiring connection's last request, sent once everything else is answered; then NBD_CMD_DISC. */
     private NbdRequest finalFlush;
 
@@ -424,6 +427,16 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     }
 
     private void finish(NbdRequest request, Throwable failure) {
+        if (failure instanceof NbdServerErrorException e && e.error() == NbdError.ESHUTDOWN && !disconnecting
+                && (lossListener != null || handOver != null)) {
+            // The server is going away, not refusing the request (proto.md: a client may send it
+            // again on a new connection): this connection is lost, the request goes with the
+            // unanswered ones to be sent again.
+            refusedForShutdown.add(request);
+            failEverything(new NbdException("the server is shutting down (it answered " + request.describe()
+                    + " with NBD_ESHUTDOWN)"));
+            return;
+        }
         inFlightEstimate = inFlight.size();
         if (failure != null) {
             fail(request, failure);
@@ -551,6 +564,8 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             }
         }
         List<NbdRequest> unanswered = inFlight.removeAll();
+        unanswered.addAll(refusedForShutdown);
+        refusedForShutdown.clear();
         NbdRequest request;
         while ((request = submitted.poll()) != null) {
             unanswered.add(request);

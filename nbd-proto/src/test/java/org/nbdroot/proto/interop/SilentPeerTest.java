@@ -1,6 +1,7 @@
 package org.nbdroot.proto.interop;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.netty.buffer.ByteBuf;
@@ -17,6 +18,7 @@ import java.util.Collections;
 import java.util.List;
 import java.util.Random;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -97,6 +99,40 @@ class SilentPeerTest {
             back.release();
             assertEquals(-1, Arrays.mismatch(Arrays.copyOfRange(model, offset, offset + got.length), got),
                     "read back at " + offset);
+        }
+    }
+
+    /**
+     * NBD_ESHUTDOWN says the server is going away, not that the request failed (proto.md: the
+     * client may send it again on a new connection): with reconnect on, nothing fails.
+     */
+    @Test
+    void aServerShuttingDownLosesTheConnectionNotTheWrite() throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).start()) {
+            byte[] model = new byte[DISK];
+            try (NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
+                    options(Duration.ofSeconds(5), true)).get(10, TimeUnit.SECONDS)) {
+                int failures = writeLoad(session, model, 1000, 3,
+                        () -> server.armFault(ScriptedNbdServer.Fault.SHUTTING_DOWN, 5));
+                assertEquals(List.of(ScriptedNbdServer.Fault.SHUTTING_DOWN), server.firedFaults());
+                assertEquals(0, failures, "the refused write was sent again on the new connection");
+                assertEquals(1, session.reconnects());
+                assertReadsBack(session, model);
+            }
+        }
+    }
+
+    /** Without reconnect, NBD_ESHUTDOWN is the request's failure, named as the server's error. */
+    @Test
+    void withoutReconnectShuttingDownFailsTheRequest() throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).start();
+                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
+                        options(Duration.ofSeconds(5), false)).get(10, TimeUnit.SECONDS)) {
+            server.armFault(ScriptedNbdServer.Fault.SHUTTING_DOWN, 1);
+            ExecutionException e = assertThrows(ExecutionException.class,
+                    () -> session.write(0, Unpooled.wrappedBuffer(new byte[BLOCK]), false).get(10, TimeUnit.SECONDS));
+            assertTrue(e.getCause() instanceof org.nbdroot.proto.NbdServerErrorException, e.toString());
+            assertTrue(e.getCause().getMessage().contains("shutting down"), e.getCause().getMessage());
         }
     }
 

@@ -110,6 +110,11 @@ public final class ScriptedNbdServer implements AutoCloseable {
         CLOSE_MID_REPLY(false),
         /** No reply to this request nor any later one (queued replies are dropped); the socket stays open. */
         STALL(false),
+        /**
+         * A simple reply with {@code NBD_ESHUTDOWN} (a server going down), not executed, then the
+         * socket closes; writes and flushes only.
+         */
+        SHUTTING_DOWN(false),
 
         /** The first {@code NBD_REP_SERVER} name, or an {@code NBD_INFO_NAME} (sent even unasked), of 5000 bytes. */
         OVERLONG_STRING(true),
@@ -1111,6 +1116,9 @@ public final class ScriptedNbdServer implements AutoCloseable {
                     case SIMPLE_ERROR -> {
                         return new Reply(r.handle(), List.of(simpleReply(NBD_EIO, r.handle(), null)), false);
                     }
+                    case SHUTTING_DOWN -> {
+                        return new Reply(r.handle(), List.of(simpleReply(NBD_ESHUTDOWN, r.handle(), null)), true);
+                    }
                     default -> {
                         // Execute normally, then corrupt the reply below.
                     }
@@ -1131,6 +1139,7 @@ public final class ScriptedNbdServer implements AutoCloseable {
                 case ERROR_OFFSET_CHUNK -> structuredReplies && r.length() > 0
                         && r.type() != NBD_CMD_FLUSH;
                 case SIMPLE_ERROR -> !(structuredReplies && read);
+                case SHUTTING_DOWN -> r.type() == NBD_CMD_WRITE || r.type() == NBD_CMD_FLUSH;
                 default -> true;
             };
         }
