@@ -99,7 +99,7 @@ old_size=$(stat -c %s "$W/root.img")
   touch "$W/out-reroot/server-restarted"
 ) &
 restarter=$!
-boot reroot "nbdroot.0.server=nbd://10.0.2.2:$p/ nbdroot.root=ext4:/dev/nbd0 nbdroot.timeout=30" 200
+boot reroot "nbdroot.0.server=nbd://10.0.2.2:$p/ nbdroot.root=ext4:/dev/nbd0 nbdroot.timeout=100" 240
 wait "$restarter" || true
 kill "$(cat "$W/nbdkit.pid")" 2>/dev/null || true; sleep 0.5
 log=$W/reroot.log
