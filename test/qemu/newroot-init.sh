@@ -26,6 +26,11 @@ outside=$(files | sed 's/ (deleted)$//' | sort -u | grep '^/' | grep -v '^/dev/r
 if [ -n "$daemon" ] && [ -z "$outside" ]; then echo "GUEST-FILES-OK $(files | sort -u | grep -c '^/dev/reroot/')"; else
   echo "GUEST-FILES-OUTSIDE:"; echo "$outside"; fi
 
+# The daemon's log, through the descriptor it still holds on the removed file, copied to the
+# host every 2 s (out/daemon.log) for whoever debugs a failure.
+for f in /proc/"$daemon"/fd/*; do case $(readlink "$f") in *.log*) log=$f;; esac; done
+( while [ -n "$log" ]; do cat "$log" > /out/daemon.log 2>/dev/null; sleep 2; done ) &
+
 dd if=/dev/urandom of=/data/written bs=1M count=4 2>/dev/null && sync
 echo "GUEST-DATA-MD5 $(md5sum < /data/written | cut -d' ' -f1)"
 old=$(cat /sys/block/nbd0/size)
@@ -45,10 +50,7 @@ dd if=/dev/urandom of=/tmp/tail bs=1M count=1 2>/dev/null
 dd if=/tmp/tail of=/dev/nbd0 bs=1M seek=$((old * 512 / 1048576)) conv=fsync 2>/dev/null \
   && echo "GUEST-TAIL-MD5 $(md5sum < /tmp/tail | cut -d' ' -f1)"
 echo "GUEST-DONE"
-# The daemon's log, through the descriptor it still holds on the removed file.
-for f in /proc/"$daemon"/fd/*; do
-  case $(readlink "$f") in *.log*) echo "GUEST-DAEMON-LOG:"; cat "$f";; esac
-done
+cat "$log" > /out/daemon.log 2>/dev/null
 sync; umount /out
 mount -o remount,ro /      # flush the journal, or fsck sees needs_recovery
 poweroff -f
