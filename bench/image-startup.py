@@ -7,7 +7,8 @@ usage: image-startup.py URI VARIANTS_FILE [what ...]
   what: "version" (--version), "info" (info URI), "ready" (-f URI against the GEOM Gate
   emulator until the device name is printed, then destroy), "daemon" (the same without -f:
   the daemon starts itself again in the background). Default: all four.
-Environment: R rounds (20), GG "LIBC SOCKET" of a running ggate-emu kernel for "ready".
+Environment: R rounds (20), GG "LIBC SOCKET" of a running ggate-emu kernel for "ready" and
+"daemon", RUNDIR the daemons' run directory (/dev/shm/nbd-run).
 Prints wall-clock median and min, and the CPU time (user+sys) median, per variant."""
 import os, shlex, statistics, subprocess, sys, time
 
@@ -18,7 +19,8 @@ variants = [l.rstrip("\n").split("\t", 1) for l in open(vfile) if l.strip() and 
 gg = os.environ.get("GG", "").split()
 env = dict(os.environ)
 if gg:
-    env["JAVA_OPTS"] = (f"-Dnbd.ggate.libc={gg[0]} -Dnbd.ggate.ctl={gg[1]} -Dnbd.rundir=/dev/shm/nbd-run "
+    rundir = os.environ.get("RUNDIR", "/dev/shm/nbd-run")
+    env["JAVA_OPTS"] = (f"-Dnbd.ggate.libc={gg[0]} -Dnbd.ggate.ctl={gg[1]} -Dnbd.rundir={rundir} "
                         + env.get("JAVA_OPTS", "")).strip()
 
 

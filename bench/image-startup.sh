@@ -35,4 +35,4 @@ size() { du -sk "$1" | awk '{ printf "%.1f MiB", $1 / 1024 }'; }
   [ -n "${EXTRA:-}" ] && cat "$EXTRA"
 } >"$work/variants"
 until [ -s "$work/gg.out" ]; do sleep 0.05; done
-GG="$emu/libggate-emu.so $work/gg.sock" python3 bench/image-startup.py "nbd://127.0.0.1:$port/" "$work/variants" "$@"
+GG="$emu/libggate-emu.so $work/gg.sock" RUNDIR="$work/run" python3 bench/image-startup.py "nbd://127.0.0.1:$port/" "$work/variants" "$@"
