@@ -80,7 +80,7 @@ class RuntimeImageTest {
                 .replaceAll("@\\S*", "").split("\\s+")));
         Set<String> jdk = modules.stream().filter(m -> m.startsWith("java.") || m.startsWith("jdk."))
                 .collect(Collectors.toCollection(TreeSet::new));
-        assertEquals(Set.of("java.base", "java.logging", "jdk.unsupported"), jdk, "only the JDK modules the daemon needs");
+        assertEquals(Set.of("java.base", "java.logging", "jdk.net", "jdk.unsupported"), jdk, "only the JDK modules the daemon needs");
         assertTrue(modules.containsAll(List.of("org.nbdroot.client", "org.nbdroot.proto", "io.netty.transport.classes.epoll",
                 "info.picocli", "org.jnrproject.posix", "org.jnrproject.ffi", "org.jnrproject.jffi")), "linked: " + modules);
     }
