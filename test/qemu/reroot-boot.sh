@@ -93,7 +93,12 @@ old_size=$(stat -c %s "$W/root.img")
   # The guest says when it has removed /dev/reroot; then the server goes away for 2 s
   # and comes back with the export 16 MiB larger.
   for _ in $(seq 1200); do grep -q GUEST-RESTART-SERVER "$W/reroot.log" 2>/dev/null && break; sleep 0.1; done
-  kill "$(cat "$W/nbdkit.pid")"; sleep 2
+  # SIGTERM, as a service manager stops it: nbdkit answers what is in flight with
+  # NBD_ESHUTDOWN and waits for its client a while; SIGKILL if it is still there after 10 s.
+  old=$(cat "$W/nbdkit.pid"); kill "$old"
+  for _ in $(seq 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$old" 2>/dev/null || true
+  sleep 2
   truncate -s $((old_size + 16 * 1048576)) "$W/root.img"
   start_nbdkit "$p"
   touch "$W/out-reroot/server-restarted"
