@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
-for pair in nbdkit:nbdkit nbd-server:nbd-server qemu-nbd:qemu-utils qemu-img:qemu-utils fio:fio \
+for pair in openssl:openssl nbdkit:nbdkit nbd-server:nbd-server qemu-nbd:qemu-utils qemu-img:qemu-utils fio:fio \
     cc:gcc make:make mkfs.ext4:e2fsprogs; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done

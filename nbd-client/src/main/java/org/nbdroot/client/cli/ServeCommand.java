@@ -102,7 +102,7 @@ final class ServeCommand {
         GgateOptions ggate = new GgateOptions(
                 target.device() == null ? GgateAbi.UNIT_AUTO : GgateOptions.unitOf(target.device()),
                 options.sectorSize, options.queueSize, options.timeout, "ro".equals(options.mode), options.workers);
-        SessionOptions sessionOptions = options.connection.sessionOptions();
+        SessionOptions sessionOptions = options.connection.sessionOptions(target.uri());
         try (Engine engine = new Engine(Math.max(1, sessionOptions.connections()), sessionOptions)) {
             NbdSession session = engine.open(target.uri(), sessionOptions);
             GgateDevice device = rescue

@@ -2,8 +2,12 @@ package org.nbdroot.proto.session;
 
 import java.time.Duration;
 import java.util.List;
+import org.nbdroot.proto.NbdException;
 import org.nbdroot.proto.handshake.HandshakePlan;
+import org.nbdroot.proto.tls.TlsConfig;
+import org.nbdroot.proto.tls.TlsSettings;
 import org.nbdroot.proto.transport.NbdConnector;
+import org.nbdroot.proto.transport.NbdUri;
 import org.nbdroot.proto.wire.NbdConstants;
 
 /**
@@ -15,6 +19,8 @@ import org.nbdroot.proto.wire.NbdConstants;
  * @param connectTimeout    for the TCP or Unix connect
  * @param handshakeTimeout  for the whole handshake of one connection
  * @param reconnect         how to get a lost connection back, or null to fail its requests instead
+ * @param tls               TLS for every connection (files already read); null for none, or for what an
+ *                          nbds:// URI asks ({@link TlsSettings#fromUri}, read when the session starts)
  */
 public record SessionOptions(
         int connections,
@@ -22,14 +28,20 @@ public record SessionOptions(
         List<String> metaContexts,
         Duration connectTimeout,
         Duration handshakeTimeout,
-        ReconnectPolicy reconnect) {
+        ReconnectPolicy reconnect,
+        TlsConfig tls) {
 
     public static final SessionOptions DEFAULT = new SessionOptions(1, true, List.of(NbdConstants.BASE_ALLOCATION),
-            NbdConnector.DEFAULT_CONNECT_TIMEOUT, HandshakePlan.DEFAULT_TIMEOUT, null);
+            NbdConnector.DEFAULT_CONNECT_TIMEOUT, HandshakePlan.DEFAULT_TIMEOUT, null, null);
 
     public SessionOptions(int connections, boolean structuredReplies, List<String> metaContexts, Duration connectTimeout,
             Duration handshakeTimeout) {
-        this(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, null);
+        this(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, null, null);
+    }
+
+    public SessionOptions(int connections, boolean structuredReplies, List<String> metaContexts, Duration connectTimeout,
+            Duration handshakeTimeout, ReconnectPolicy reconnect) {
+        this(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect, null);
     }
 
     public SessionOptions {
@@ -40,15 +52,40 @@ public record SessionOptions(
     }
 
     public SessionOptions withConnections(int n) {
-        return new SessionOptions(n, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect);
+        return new SessionOptions(n, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect, tls);
     }
 
     public SessionOptions withStructuredReplies(boolean on) {
-        return new SessionOptions(connections, on, metaContexts, connectTimeout, handshakeTimeout, reconnect);
+        return new SessionOptions(connections, on, metaContexts, connectTimeout, handshakeTimeout, reconnect, tls);
     }
 
     public SessionOptions withReconnect(ReconnectPolicy policy) {
-        return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, policy);
+        return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, policy, tls);
+    }
+
+    public SessionOptions withTls(TlsConfig config) {
+        return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
+                config);
+    }
+
+    /**
+     * These options with the TLS {@code uri} asks for: the given {@link #tls} if any, else, for an
+     * nbds:// URI, its query parameters' (files read now). A plain URI with no TLS given stays plain.
+     */
+    public SessionOptions forUri(NbdUri uri) throws NbdException {
+        if (tls != null || !uri.tls()) {
+            return this;
+        }
+        try {
+            return withTls(TlsSettings.fromUri(uri).load());
+        } catch (IllegalArgumentException e) {
+            throw new NbdException(e.getMessage(), e);
+        }
+    }
+
+    /** The plan for a connection to {@code uri}: TLS first when there is any. */
+    HandshakePlan plan(NbdUri uri) {
+        return plan(uri.exportName()).withTls(tls == null ? null : tls.starter(uri.endpoint()));
     }
 
     HandshakePlan plan(String exportName) {
