@@ -360,14 +360,12 @@ public final class Handshaker extends ByteToMessageDecoder {
             throw refusal; // the spec asks for a soft disconnect: fail() sends NBD_OPT_ABORT
         }
         if (current == NbdOption.STARTTLS) {
-            throw new NbdException("TLS is required, but the server refused NBD_OPT_STARTTLS ("
-                    + (refusal.is(OptionReplyType.ERR_UNSUP) ? "it does not offer TLS: " : "") + refusal.getMessage()
-                    + "); not going on in plain text");
+            throw new NbdOptionException(current.code(), type, message, (refusal.is(OptionReplyType.ERR_UNSUP)
+                    ? "the server does not offer TLS" : "the server would not start TLS")
+                    + ", which is required: not going on in plain text");
         }
         if (refusal.is(OptionReplyType.ERR_TLS_REQD) && plan.tls() == null) {
-            throw new NbdException("the server requires TLS (it answered " + current.specName()
-                    + " with NBD_REP_ERR_TLS_REQD" + (message.isEmpty() ? "" : ": " + message)
-                    + "); connect with TLS (--tls, or an nbds:// URI)");
+            throw new NbdOptionException(current.code(), type, message, "connect with TLS (--tls, or an nbds:// URI)");
         }
         switch (current) {
             case STRUCTURED_REPLY -> {
@@ -444,7 +442,7 @@ public final class Handshaker extends ByteToMessageDecoder {
         if (state == State.TLS_HANDSHAKE && !(cause instanceof NbdException)) {
             cause = new NbdException("TLS handshake with the server failed (" + plan.tls().describe() + "): "
                     + cause.getMessage(), cause);
-        } else if (cause instanceof java.io.IOException) {
+        } else if (cause instanceof java.io.IOException && !(cause instanceof NbdException)) {
             cause = new NbdException("connection failed during the handshake, " + stage() + ": " + cause.getMessage()
                     + afterTlsHint(), cause);
         }

@@ -134,9 +134,9 @@ public record TlsSettings(Path caFile, Path certFile, Path keyFile, String hostn
         if ((certFile == null) != (keyFile == null)) {
             throw new NbdException("a client certificate needs its key and a key its certificate (--tls-cert with --tls-key)");
         }
+        PrivateKey key = keyFile == null ? null : readPrivateKey(keyFile);
         List<X509Certificate> trusted = caFile == null ? List.of() : readCertificates(caFile, "CA certificate");
         List<X509Certificate> chain = certFile == null ? List.of() : readCertificates(certFile, "client certificate");
-        PrivateKey key = keyFile == null ? null : readPrivateKey(keyFile);
         return TlsConfig.x509(trusted, key, chain, hostname, verifyPeer, caFile == null ? null : caFile.toString());
     }
 
