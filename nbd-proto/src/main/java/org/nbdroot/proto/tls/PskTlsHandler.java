@@ -17,6 +17,7 @@ import org.bouncycastle.tls.PSKTlsClient;
 import org.bouncycastle.tls.TlsClientProtocol;
 import org.bouncycastle.tls.TlsFatalAlert;
 import org.bouncycastle.tls.TlsFatalAlertReceived;
+import org.bouncycastle.tls.crypto.TlsCrypto;
 import org.bouncycastle.tls.crypto.impl.bc.BcTlsCrypto;
 import org.nbdroot.proto.NbdException;
 
@@ -35,8 +36,13 @@ final class PskTlsHandler extends ChannelDuplexHandler {
     private final TlsClientProtocol protocol = new TlsClientProtocol();
     private Promise<Void> handshake;
 
-    PskTlsHandler(String identity, byte[] key) {
-        this.client = new Client(new BasicTlsPSKIdentity(identity, key));
+    PskTlsHandler(TlsCrypto crypto, String identity, byte[] key) {
+        this.client = new Client(crypto, new BasicTlsPSKIdentity(identity, key));
+    }
+
+    /** One per configuration: its SecureRandom is opened once, at start, not at a reconnect after a reroot. */
+    static TlsCrypto newCrypto() {
+        return new BcTlsCrypto(new SecureRandom());
     }
 
     Future<Void> handshakeFuture() {
@@ -188,8 +194,8 @@ final class PskTlsHandler extends ChannelDuplexHandler {
         volatile boolean complete;
         volatile short alertReceived = -1;
 
-        Client(BasicTlsPSKIdentity identity) {
-            super(new BcTlsCrypto(new SecureRandom()), identity);
+        Client(TlsCrypto crypto, BasicTlsPSKIdentity identity) {
+            super(crypto, identity);
             this.identity = identity;
         }
 

@@ -36,6 +36,7 @@ public final class TlsConfig {
     private final String trustSource;
     private final String pskIdentity;
     private final byte[] pskKey;
+    private final org.bouncycastle.tls.crypto.TlsCrypto pskCrypto;
 
     private TlsConfig(SslContext x509, String hostname, boolean verifyPeer, String trustSource,
             String pskIdentity, byte[] pskKey) {
@@ -45,6 +46,7 @@ public final class TlsConfig {
         this.trustSource = trustSource;
         this.pskIdentity = pskIdentity;
         this.pskKey = pskKey;
+        this.pskCrypto = pskKey == null ? null : PskTlsHandler.newCrypto();
     }
 
     /**
@@ -96,7 +98,7 @@ public final class TlsConfig {
             return new TlsStarter() {
                 @Override
                 public Future<?> start(ChannelHandlerContext ctx) {
-                    PskTlsHandler handler = new PskTlsHandler(pskIdentity, pskKey);
+                    PskTlsHandler handler = new PskTlsHandler(pskCrypto, pskIdentity, pskKey);
                     ctx.pipeline().addFirst("tls", handler);
                     return handler.handshakeFuture();
                 }
