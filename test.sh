@@ -1,6 +1,7 @@
 #!/bin/bash
 # Runs every test. First installs what the tests need when it is missing: the real NBD
-# servers they talk to (nbdkit, nbd-server, qemu-nbd), fio for the benchmark script,
+# servers they talk to (nbdkit, nbd-server, qemu-nbd), openssl for the TLS tests' certificates,
+# fio for the benchmark script,
 # a C compiler, busybox-static and mkfs.ext4 for the init tests (init/test/run.sh),
 # and Maven's dependencies (Maven fetches those itself).
 set -euo pipefail
