@@ -38,6 +38,30 @@ public final class TlsConfig {
     private final byte[] pskKey;
     private final org.bouncycastle.tls.crypto.TlsCrypto pskCrypto;
 
+    /**
+     * Classes a first connection does not load but a lost or failing one does (a TLS alert, a
+     * refused certificate), loaded with the first configuration: after a reroot the daemon
+     * may open no file, and loading a class can mean opening one.
+     */
+    private static final List<String> LOADED_LATE = List.of(
+            "sun.security.ssl.Alert", "sun.security.ssl.Alert$AlertConsumer", "sun.security.ssl.Alert$Level",
+            "io.netty.handler.ssl.SslCloseCompletionEvent", "io.netty.handler.ssl.SslHandshakeCompletionEvent",
+            "javax.net.ssl.SSLHandshakeException", "java.security.cert.CertPathBuilderException",
+            "java.security.cert.CertPathValidatorException", "java.security.cert.CertificateExpiredException",
+            "java.security.cert.CertificateNotYetValidException",
+            "org.bouncycastle.tls.TlsFatalAlert", "org.bouncycastle.tls.TlsFatalAlertReceived",
+            "org.bouncycastle.tls.AlertDescription", "org.bouncycastle.tls.AlertLevel");
+
+    static {
+        for (String name : LOADED_LATE) {
+            try {
+                Class.forName(name, true, TlsConfig.class.getClassLoader());
+            } catch (ClassNotFoundException | LinkageError e) {
+                // a JDK without this internal class: nothing to load ahead
+            }
+        }
+    }
+
     private TlsConfig(SslContext x509, String hostname, boolean verifyPeer, String trustSource,
             String pskIdentity, byte[] pskKey) {
         this.x509 = x509;

@@ -156,6 +156,25 @@ class TlsTest {
         }
     }
 
+    /** nbd-server (GnuTLS too) with force_tls: it wants a client certificate signed by its CA. */
+    @Test
+    void nbdServerWithForcedTls() throws Exception {
+        Path disk = dir.resolve("disk.img");
+        Files.write(disk, new byte[DISK]);
+        try (PeerServer server = PeerServer.nbdServer(dir, disk, "disk", List.of("force_tls = true",
+                "certfile = " + certs.serverDir.resolve("server-cert.pem"),
+                "keyfile = " + certs.serverDir.resolve("server-key.pem"), "cacertfile = " + certs.ca))) {
+            TlsSettings trusting = TlsSettings.DEFAULT.withCa(certs.ca);
+            try (NbdSession session = NbdSession.connect(engine.connector(), server.uri,
+                    with(trusting.withClientCertificate(certs.clientCert, certs.clientKey))).get(10, TimeUnit.SECONDS)) {
+                writeReadCompare(session, disk);
+            }
+            Throwable plain = failureOf(NbdSession.connect(engine.connector(), server.uri, SessionOptions.DEFAULT));
+            assertTrue(plain.getMessage().contains("(NBD_REP_ERR_TLS_REQD)"), plain.getMessage());
+            assertTrue(plain.getMessage().endsWith("connect with TLS (--tls, or an nbds:// URI)"), plain.getMessage());
+        }
+    }
+
     @Test
     void wrongCaIsAVerificationError() throws Exception {
         try (PeerServer server = x509Server(dir.resolve("disk.img"))) {
