@@ -78,6 +78,16 @@ class TlsCommandLineTest {
     }
 
     @Test
+    void benchOverTwoTlsConnections() {
+        Run r = run("bench", x509.uri.toString(), "--tls-ca", certs.ca.toString(), "--connections", "2",
+                "--rw", "randread", "--bs", "4k", "--iodepth", "8", "--runtime", "1", "--verify", "--json");
+        assertEquals(0, r.status(), r.err());
+        assertTrue(r.out().contains("\"connections\": 2"), r.out());
+        assertTrue(r.out().contains("\"errors\": 0"), r.out());
+        assertTrue(r.out().contains("\"verify_failures\": 0"), r.out());
+    }
+
+    @Test
     void plainClientIsToldToUseTls() {
         Run r = run("info", x509.uri.toString());
         assertEquals(1, r.status());

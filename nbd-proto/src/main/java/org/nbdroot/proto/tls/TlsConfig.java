@@ -86,10 +86,11 @@ public final class TlsConfig {
      */
     public static TlsConfig x509(List<X509Certificate> trusted, PrivateKey key, List<X509Certificate> chain,
             String hostname, boolean verifyPeer, String trustSource) throws NbdException {
+        // Host name checks are set per connection (starter()): there may be no host to check.
         SslContextBuilder builder = SslContextBuilder.forClient().sslProvider(SslProvider.JDK)
-                .protocols("TLSv1.3", "TLSv1.2");
+                .protocols("TLSv1.3", "TLSv1.2").endpointIdentificationAlgorithm(null);
         if (!verifyPeer) {
-            builder.trustManager(InsecureTrustManagerFactory.INSTANCE).endpointIdentificationAlgorithm(null);
+            builder.trustManager(InsecureTrustManagerFactory.INSTANCE);
         } else if (!trusted.isEmpty()) {
             builder.trustManager(trusted);
         } // else: the JDK's default trust store, loaded by build() below
@@ -185,7 +186,19 @@ public final class TlsConfig {
                         + "; name the host it is issued to with --tls-hostname)";
             }
         }
+        if (innermostCause(failure) instanceof java.nio.channels.ClosedChannelException) {
+            return "the server closed the connection in the middle of it (its log says why: often no protocol "
+                    + "version or cipher suite in common)";
+        }
         return innermost(failure);
+    }
+
+    private static Throwable innermostCause(Throwable failure) {
+        Throwable t = failure;
+        while (t.getCause() != null && t.getCause() != t) {
+            t = t.getCause();
+        }
+        return t;
     }
 
     static String innermost(Throwable failure) {

@@ -175,6 +175,38 @@ class TlsTest {
         }
     }
 
+    /**
+     * nbds+unix://: no host to check unless tls-hostname names one, as libnbd does; the chain is
+     * checked either way.
+     */
+    @Test
+    void nbdsOverAUnixSocket() throws Exception {
+        Path socket = dir.resolve("nbd.sock");
+        Process nbdkit = new ProcessBuilder("nbdkit", "--foreground", "--exit-with-parent", "-U", socket.toString(),
+                "--tls=require", "--tls-certificates=" + certs.serverDir, "memory", "size=1M")
+                .redirectErrorStream(true).redirectOutput(dir.resolve("nbdkit-unix.log").toFile()).start();
+        try {
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (!Files.exists(socket) && System.nanoTime() < deadline) {
+                Thread.sleep(20);
+            }
+            String base = "nbds+unix:///?socket=" + socket + "&tls-certificates=" + certs.serverDir;
+            assertEquals(1 << 20, ExportQueries.inspect(engine.connector(), NbdUri.parse(base), SessionOptions.DEFAULT)
+                    .get(10, TimeUnit.SECONDS).export().size());
+            assertEquals(1 << 20, ExportQueries.inspect(engine.connector(), NbdUri.parse(base + "&tls-hostname=localhost"),
+                    SessionOptions.DEFAULT).get(10, TimeUnit.SECONDS).export().size());
+            Throwable wrongHost = failureOf(ExportQueries.inspect(engine.connector(),
+                    NbdUri.parse(base + "&tls-hostname=elsewhere.example"), SessionOptions.DEFAULT));
+            assertTrue(wrongHost.getMessage().contains("not issued to 'elsewhere.example'"), wrongHost.getMessage());
+            Throwable wrongCa = failureOf(ExportQueries.inspect(engine.connector(), NbdUri.parse("nbds+unix:///?socket="
+                    + socket), SessionOptions.DEFAULT.withTls(TlsSettings.DEFAULT.withCa(certs.otherCa).load())));
+            assertTrue(wrongCa.getMessage().contains("not signed by a trusted certificate authority"), wrongCa.getMessage());
+        } finally {
+            nbdkit.destroy();
+            nbdkit.waitFor(5, TimeUnit.SECONDS);
+        }
+    }
+
     @Test
     void wrongCaIsAVerificationError() throws Exception {
         try (PeerServer server = x509Server(dir.resolve("disk.img"))) {
