@@ -1,9 +1,9 @@
 package org.nbdroot.client.cli;
 
 import java.time.Duration;
+import org.nbdroot.proto.NbdException;
 import org.nbdroot.proto.session.ReconnectPolicy;
 import org.nbdroot.proto.session.SessionOptions;
-import org.nbdroot.proto.NbdException;
 import org.nbdroot.proto.transport.NbdUri;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
