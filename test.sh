@@ -1,16 +1,16 @@
 #!/bin/bash
 # Runs every test. First installs what the tests need when it is missing: the real NBD
-# servers they talk to (nbdkit, nbd-server, qemu-nbd), fio for the benchmark script,
-# strace for the runtime image's test, a C compiler, busybox-static and mkfs.ext4 for
-# the init tests (init/test/run.sh), qemu and cpio for the Linux kernel tests (test/qemu),
-# e2fsprogs to check the filesystems they make, and Maven's dependencies (Maven fetches
-# those itself).
+# servers they talk to (nbdkit, nbd-server, qemu-nbd), openssl for the TLS tests'
+# certificates, fio for the benchmark script, strace for the runtime image's test, a C
+# compiler, busybox-static and mkfs.ext4 for the init tests (init/test/run.sh), qemu and
+# cpio for the Linux kernel tests (test/qemu), e2fsprogs to check the filesystems they
+# make, and Maven's dependencies (Maven fetches those itself).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
-for pair in nbdkit:nbdkit nbd-server:nbd-server qemu-nbd:qemu-utils qemu-img:qemu-utils fio:fio strace:strace \
-    cc:gcc make:make mkfs.ext4:e2fsprogs e2fsck:e2fsprogs debugfs:e2fsprogs \
+for pair in openssl:openssl nbdkit:nbdkit nbd-server:nbd-server qemu-nbd:qemu-utils qemu-img:qemu-utils fio:fio \
+    strace:strace cc:gcc make:make mkfs.ext4:e2fsprogs e2fsck:e2fsprogs debugfs:e2fsprogs \
     qemu-system-x86_64:qemu-system-x86 cpio:cpio python3:python3; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done

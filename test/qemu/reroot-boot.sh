@@ -16,7 +16,7 @@ keep=0
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 here=$repo/test/qemu
 W=${1:-$(mktemp -d)}; mkdir -p "$W"; W=$(cd "$W" && pwd)
-[ "$keep" = 1 ] || trap 'rm -rf "$W"' EXIT
+trap 'stop_nbdkit; [ "$keep" = 1 ] || rm -rf "$W"' EXIT
 image=$repo/nbd-client/target/image
 init=$repo/init/init
 [ -x "$image/bin/java" ] || { echo "reroot-boot.sh: no runtime image at $image (run mvn package)" >&2; exit 2; }
@@ -79,11 +79,15 @@ boot() {
   wait "$qemu" 2>/dev/null || true
 }
 
-start_nbdkit() {   # start_nbdkit PORT: serves root.img; its pid in $W/nbdkit.pid
+# start_nbdkit PORT: serves root.img; its pid in $W/nbdkit.pid. nbdkit puts itself in the
+# background (started with --foreground from the subshell that restarts it, it would die
+# with that subshell).
+start_nbdkit() {
   rm -f "$W/nbdkit.pid"
-  nbdkit --foreground -P "$W/nbdkit.pid" -i 127.0.0.1 -p "$1" file "$W/root.img" 2>>"$W/nbdkit.log" &
+  nbdkit -P "$W/nbdkit.pid" -i 127.0.0.1 -p "$1" file "$W/root.img" 2>>"$W/nbdkit.log"
   for _ in $(seq 100); do [ -s "$W/nbdkit.pid" ] && break; sleep 0.05; done
 }
+stop_nbdkit() { [ -s "$W/nbdkit.pid" ] && kill "$(cat "$W/nbdkit.pid")" 2>/dev/null; true; }
 
 # 3. The reroot, and the daemon riding out a restart of the server that grows the export.
 p=$(port)
@@ -106,7 +110,7 @@ old_size=$(stat -c %s "$W/root.img")
 restarter=$!
 boot reroot "nbdroot.0.server=nbd://10.0.2.2:$p/ nbdroot.root=ext4:/dev/nbd0 nbdroot.timeout=100" 240
 wait "$restarter" || true
-kill "$(cat "$W/nbdkit.pid")" 2>/dev/null || true; sleep 0.5
+stop_nbdkit; sleep 0.5
 log=$W/reroot.log
 served_pid=$(sed -n 's/^nbd-client reroot: \/dev\/nbd0 served by pid \([0-9]*\).*/\1/p' "$log" | tr -d '\r' | head -1)
 guest_pid=$(sed -n 's/^GUEST-DAEMON-PID \([0-9]*\).*/\1/p' "$log" | tr -d '\r' | head -1)
@@ -135,7 +139,7 @@ check "rc.reroot failing: an emergency shell starts" grep -q "emergency shell" "
 
 if [ "$failures" -ne 0 ]; then
   echo "reroot-boot.sh: $failures check(s) failed; consoles in $W (kept)" >&2
-  trap - EXIT
+  trap stop_nbdkit EXIT
   exit 1
 fi
 echo "reroot-boot.sh: all checks passed"

@@ -14,6 +14,13 @@ public class NbdOptionException extends NbdException {
         this.replyType = replyType;
     }
 
+    /** The refusal with {@code advice} on what to do about it after the server's words. */
+    public NbdOptionException(int option, int replyType, String serverMessage, String advice) {
+        super(describe(option, replyType, serverMessage) + "; " + advice);
+        this.option = option;
+        this.replyType = replyType;
+    }
+
     private static String describe(int option, int replyType, String serverMessage) {
         OptionReplyType type = OptionReplyType.ofCode(replyType);
         String text = type == null

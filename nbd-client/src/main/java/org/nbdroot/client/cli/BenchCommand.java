@@ -81,7 +81,7 @@ final class BenchCommand implements Callable<Integer> {
         if (verify && blockSize % 8 != 0) {
             throw new IllegalArgumentException("--verify needs --bs to be a multiple of 8");
         }
-        SessionOptions options = connection.sessionOptions();
+        SessionOptions options = connection.sessionOptions(target.uri());
         int loops = threads > 0 ? threads : Math.min(options.connections(), Runtime.getRuntime().availableProcessors());
         BenchResult result;
         try (Engine engine = new Engine(loops, options)) {

@@ -1,8 +1,11 @@
 package org.nbdroot.client.cli;
 
 import java.time.Duration;
+import org.nbdroot.proto.NbdException;
 import org.nbdroot.proto.session.ReconnectPolicy;
 import org.nbdroot.proto.session.SessionOptions;
+import org.nbdroot.proto.transport.NbdUri;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /** How to connect, shared by the commands that open an export. */
@@ -39,6 +42,9 @@ public final class ConnectionOptions {
                     + "0: keep none; default ${DEFAULT-VALUE}.")
     long replayLimit;
 
+    @Mixin
+    TlsOptions tls;
+
     public SessionOptions sessionOptions() {
         SessionOptions d = SessionOptions.DEFAULT;
         ReconnectPolicy reconnect = reconnectAttempts < 0 ? null : new ReconnectPolicy(
@@ -49,5 +55,10 @@ public final class ConnectionOptions {
         return new SessionOptions(connections, !noStructuredReplies, d.metaContexts(),
                 Duration.ofSeconds(connectTimeoutSeconds), Duration.ofSeconds(handshakeTimeoutSeconds), reconnect,
                 Duration.ofSeconds(requestTimeoutSeconds));
+    }
+
+    /** The options for {@code uri}, with the TLS it and the TLS options ask for (files read now). */
+    public SessionOptions sessionOptions(NbdUri uri) throws NbdException {
+        return sessionOptions().withTls(tls.config(uri));
     }
 }

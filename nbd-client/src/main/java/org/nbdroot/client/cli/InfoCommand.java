@@ -34,7 +34,7 @@ final class InfoCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         NbdUri uri = target.uri();
-        SessionOptions options = connection.sessionOptions();
+        SessionOptions options = connection.sessionOptions(uri);
         ExportDetails details;
         try (Engine engine = new Engine(1, options)) {
             details = Engine.await(ExportQueries.inspect(engine.connector, uri, options));

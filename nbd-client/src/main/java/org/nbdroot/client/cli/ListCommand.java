@@ -19,6 +19,9 @@ final class ListCommand implements Callable<Integer> {
     @Mixin
     ServerTarget target;
 
+    @Mixin
+    TlsOptions tls;
+
     @Option(names = "--json", description = "Print a JSON array of {name, description} objects.")
     boolean json;
 
@@ -28,7 +31,7 @@ final class ListCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         NbdUri uri = target.uri();
-        SessionOptions options = SessionOptions.DEFAULT;
+        SessionOptions options = SessionOptions.DEFAULT.withTls(tls.config(uri));
         List<ExportListing> exports;
         try (Engine engine = new Engine(1, options)) {
             exports = Engine.await(ExportQueries.list(engine.connector, uri.endpoint(), options));

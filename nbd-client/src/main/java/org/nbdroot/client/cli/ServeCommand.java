@@ -115,7 +115,7 @@ final class ServeCommand {
         if (options.detached) {
             Daemonizer.enterOwnSession();
         }
-        SessionOptions sessionOptions = options.connection.sessionOptions();
+        SessionOptions sessionOptions = options.connection.sessionOptions(target.uri());
         try (Engine engine = new Engine(Math.max(1, sessionOptions.connections()), sessionOptions)) {
             NbdSession session = engine.open(target.uri(), sessionOptions);
             ServedDevice device;

@@ -13,6 +13,8 @@ import org.nbdroot.proto.wire.NbdConstants;
  * @param metaContexts      meta contexts to set, e.g. {@code base:allocation}
  * @param listMetaContexts  also ask which meta contexts the server offers
  * @param timeout           the whole handshake must finish within this
+ * @param tls               TLS to start with NBD_OPT_STARTTLS before any other option; null for none.
+ *                          With it, nothing but STARTTLS is ever sent in plain text.
  */
 public record HandshakePlan(
         Goal goal,
@@ -20,7 +22,8 @@ public record HandshakePlan(
         boolean structuredReplies,
         List<String> metaContexts,
         boolean listMetaContexts,
-        Duration timeout) {
+        Duration timeout,
+        TlsStarter tls) {
 
     public enum Goal {
         TRANSMISSION,
@@ -35,6 +38,11 @@ public record HandshakePlan(
         metaContexts = List.copyOf(metaContexts);
     }
 
+    public HandshakePlan(Goal goal, String exportName, boolean structuredReplies, List<String> metaContexts,
+            boolean listMetaContexts, Duration timeout) {
+        this(goal, exportName, structuredReplies, metaContexts, listMetaContexts, timeout, null);
+    }
+
     public static HandshakePlan transmission(String exportName) {
         return new HandshakePlan(Goal.TRANSMISSION, exportName, true,
                 List.of(NbdConstants.BASE_ALLOCATION), false, DEFAULT_TIMEOUT);
@@ -45,22 +53,26 @@ public record HandshakePlan(
     }
 
     public HandshakePlan withGoal(Goal g) {
-        return new HandshakePlan(g, exportName, structuredReplies, metaContexts, listMetaContexts, timeout);
+        return new HandshakePlan(g, exportName, structuredReplies, metaContexts, listMetaContexts, timeout, tls);
     }
 
     public HandshakePlan withStructuredReplies(boolean on) {
-        return new HandshakePlan(goal, exportName, on, metaContexts, listMetaContexts, timeout);
+        return new HandshakePlan(goal, exportName, on, metaContexts, listMetaContexts, timeout, tls);
     }
 
     public HandshakePlan withMetaContexts(List<String> contexts) {
-        return new HandshakePlan(goal, exportName, structuredReplies, contexts, listMetaContexts, timeout);
+        return new HandshakePlan(goal, exportName, structuredReplies, contexts, listMetaContexts, timeout, tls);
     }
 
     public HandshakePlan withListMetaContexts(boolean on) {
-        return new HandshakePlan(goal, exportName, structuredReplies, metaContexts, on, timeout);
+        return new HandshakePlan(goal, exportName, structuredReplies, metaContexts, on, timeout, tls);
+    }
+
+    public HandshakePlan withTls(TlsStarter starter) {
+        return new HandshakePlan(goal, exportName, structuredReplies, metaContexts, listMetaContexts, timeout, starter);
     }
 
     public HandshakePlan withTimeout(Duration t) {
-        return new HandshakePlan(goal, exportName, structuredReplies, metaContexts, listMetaContexts, t);
+        return new HandshakePlan(goal, exportName, structuredReplies, metaContexts, listMetaContexts, t, tls);
     }
 }

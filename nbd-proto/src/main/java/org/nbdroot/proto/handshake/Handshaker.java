@@ -44,11 +44,16 @@ import org.nbdroot.proto.wire.OptionReplyType;
  * with a message that names the option and the field. On success the handler calls
  * {@code beforeTransmission} so the transmission handlers are in place, then removes itself:
  * no byte the server sends afterwards is lost.
+ *
+ * <p>With TLS in the plan, {@code NBD_OPT_STARTTLS} is the first option and the only thing
+ * sent in plain text: a server that refuses it, or a TLS handshake that fails, ends the
+ * attempt; there is no fallback. The other options are negotiated afresh inside TLS.
  */
 public final class Handshaker extends ByteToMessageDecoder {
     private enum State {
         GREETING,
         OPTION_REPLY,
+        TLS_HANDSHAKE,
         EXPORT_NAME_REPLY,
         DONE,
         DEAD
@@ -68,6 +73,8 @@ public final class Handshaker extends ByteToMessageDecoder {
     private NbdOption current;
     private ScheduledFuture<?> timeout;
     private boolean noZeroes;
+    /** Options answered since TLS was set up; -1 before (or without) TLS. */
+    private int optionsSinceTls = -1;
 
     // What the server told us so far.
     private boolean structuredReplies;
@@ -103,6 +110,8 @@ public final class Handshaker extends ByteToMessageDecoder {
             switch (state) {
                 case GREETING -> decodeGreeting(ctx, in);
                 case OPTION_REPLY -> decodeOptionReply(ctx, in);
+                case TLS_HANDSHAKE -> throw new NbdProtocolException("the server sent " + in.readableBytes()
+                        + " bytes in the clear after acknowledging NBD_OPT_STARTTLS, before TLS");
                 case EXPORT_NAME_REPLY -> decodeExportNameReply(ctx, in);
                 case DONE, DEAD -> in.skipBytes(in.readableBytes());
             }
@@ -140,6 +149,13 @@ public final class Handshaker extends ByteToMessageDecoder {
     }
 
     private void planOptions(boolean fixedNewstyle) throws NbdException {
+        if (plan.tls() != null) {
+            if (!fixedNewstyle) {
+                throw new NbdException("TLS is required, but the server does not speak fixed newstyle and so cannot "
+                        + "start TLS (NBD_OPT_STARTTLS); not going on in plain text");
+            }
+            pending.add(NbdOption.STARTTLS);
+        }
         if (plan.goal() == HandshakePlan.Goal.LIST_EXPORTS) {
             if (!fixedNewstyle) {
                 throw new NbdException("the server does not speak fixed newstyle, so it cannot list its exports");
@@ -226,7 +242,18 @@ public final class Handshaker extends ByteToMessageDecoder {
         }
         in.skipBytes(20);
         ByteBuf payload = in.readSlice((int) length);
-        if (OptionReplyType.isError(type)) {
+        if (optionsSinceTls >= 0) {
+            optionsSinceTls++;
+        }
+        if (current == NbdOption.STARTTLS && type == OptionReplyType.ACK.code()) {
+            expectLength(payload, 0, "NBD_REP_ACK");
+            if (in.isReadable()) {
+                // Bytes that arrived in the clear must not pass for what TLS will carry.
+                throw new NbdProtocolException("the server sent " + in.readableBytes()
+                        + " bytes in the clear after acknowledging NBD_OPT_STARTTLS, before TLS");
+            }
+            startTls(ctx);
+        } else if (OptionReplyType.isError(type)) {
             onOptionError(ctx, type, readErrorMessage(payload));
         } else if (type == OptionReplyType.ACK.code()) {
             expectLength(payload, 0, "NBD_REP_ACK");
@@ -234,6 +261,26 @@ public final class Handshaker extends ByteToMessageDecoder {
         } else {
             onOptionData(type, payload);
         }
+    }
+
+    private void startTls(ChannelHandlerContext ctx) {
+        state = State.TLS_HANDSHAKE;
+        plan.tls().start(ctx).addListener(f -> {
+            if (state != State.TLS_HANDSHAKE) {
+                return;
+            }
+            if (!f.isSuccess()) {
+                fail(ctx, f.cause());
+                return;
+            }
+            state = State.OPTION_REPLY;
+            optionsSinceTls = 0;
+            try {
+                sendNextOption(ctx);
+            } catch (RuntimeException e) {
+                fail(ctx, e);
+            }
+        });
     }
 
     private void onOptionData(int type, ByteBuf payload) throws NbdException {
@@ -312,6 +359,14 @@ public final class Handshaker extends ByteToMessageDecoder {
         if (refusal.is(OptionReplyType.ERR_SHUTDOWN)) {
             throw refusal; // the spec asks for a soft disconnect: fail() sends NBD_OPT_ABORT
         }
+        if (current == NbdOption.STARTTLS) {
+            throw new NbdOptionException(current.code(), type, message, (refusal.is(OptionReplyType.ERR_UNSUP)
+                    ? "the server does not offer TLS" : "the server would not start TLS")
+                    + ", which is required: not going on in plain text");
+        }
+        if (refusal.is(OptionReplyType.ERR_TLS_REQD) && plan.tls() == null) {
+            throw new NbdOptionException(current.code(), type, message, "connect with TLS (--tls, or an nbds:// URI)");
+        }
         switch (current) {
             case STRUCTURED_REPLY -> {
                 // Without structured replies there are no meta contexts either: go on without both.
@@ -384,6 +439,13 @@ public final class Handshaker extends ByteToMessageDecoder {
             return;
         }
         boolean polite = !(cause instanceof NbdProtocolException) && state == State.OPTION_REPLY;
+        if (state == State.TLS_HANDSHAKE && !(cause instanceof NbdException)) {
+            cause = new NbdException("TLS handshake with the server failed (" + plan.tls().describe() + "): "
+                    + cause.getMessage(), cause);
+        } else if (cause instanceof java.io.IOException && !(cause instanceof NbdException)) {
+            cause = new NbdException("connection failed during the handshake, " + stage() + ": " + cause.getMessage()
+                    + afterTlsHint(), cause);
+        }
         state = State.DEAD;
         if (timeout != null) {
             timeout.cancel(false);
@@ -406,10 +468,20 @@ public final class Handshaker extends ByteToMessageDecoder {
         return d.toMillis() % 1000 == 0 ? d.toSeconds() + " s" : d.toMillis() + " ms";
     }
 
+    /**
+     * In TLS 1.3 a client's TLS handshake is over before the server has checked the client's
+     * certificate: a server refusing it drops the connection while the first option waits.
+     */
+    private String afterTlsHint() {
+        return optionsSinceTls == 0 ? " (right after TLS was set up: the server may have refused the client's "
+                + "certificate, or wants one; see --tls-cert and --tls-key)" : "";
+    }
+
     private String stage() {
         return switch (state) {
             case GREETING -> "waiting for the server's greeting";
             case OPTION_REPLY, EXPORT_NAME_REPLY -> "waiting for the reply to " + current.specName();
+            case TLS_HANDSHAKE -> "during the TLS handshake (" + plan.tls().describe() + ")";
             default -> "";
         };
     }
@@ -418,7 +490,8 @@ public final class Handshaker extends ByteToMessageDecoder {
     public void channelInactive(ChannelHandlerContext ctx) throws Exception {
         String hint = current == NbdOption.EXPORT_NAME
                 ? " (after NBD_OPT_EXPORT_NAME this usually means there is no export '" + plan.exportName() + "')" : "";
-        fail(ctx, new NbdException("server closed the connection during the handshake, " + stage() + hint));
+        fail(ctx, new NbdException("server closed the connection during the handshake, " + stage() + hint
+                + afterTlsHint()));
         super.channelInactive(ctx);
     }
 

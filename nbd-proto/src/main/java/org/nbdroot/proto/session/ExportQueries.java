@@ -19,7 +19,8 @@ public final class ExportQueries {
     /** The server's exports ({@code NBD_OPT_LIST}). */
     public static CompletableFuture<List<ExportListing>> list(NbdConnector connector, NbdEndpoint endpoint,
             SessionOptions options) {
-        HandshakePlan plan = HandshakePlan.listExports().withTimeout(options.handshakeTimeout());
+        HandshakePlan plan = HandshakePlan.listExports().withTimeout(options.handshakeTimeout())
+                .withTls(options.tls() == null ? null : options.tls().starter(endpoint));
         return connector.connect(endpoint, plan, (ctx, result) -> null, result -> result.exports());
     }
 
@@ -34,7 +35,13 @@ public final class ExportQueries {
 
     private static CompletableFuture<ExportDetails> inspect(NbdConnector connector, NbdUri uri, SessionOptions options,
             HandshakePlan.Goal goal) {
-        HandshakePlan plan = options.plan(uri.exportName()).withGoal(goal).withListMetaContexts(options.structuredReplies());
+        SessionOptions resolved;
+        try {
+            resolved = options.forUri(uri);
+        } catch (org.nbdroot.proto.NbdException e) {
+            return CompletableFuture.failedFuture(e);
+        }
+        HandshakePlan plan = resolved.plan(uri).withGoal(goal).withListMetaContexts(options.structuredReplies());
         return connector.connect(uri.endpoint(), plan, (ctx, result) -> {
             NbdConnection connection = new NbdConnection(ctx.channel(), result.export());
             ctx.pipeline().addLast(connection);

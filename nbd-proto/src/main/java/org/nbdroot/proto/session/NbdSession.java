@@ -79,9 +79,16 @@ public final class NbdSession implements AutoCloseable {
      * lost connection is opened again and its unanswered requests are sent again on it.
      */
     public static CompletableFuture<NbdSession> connect(NbdConnector connector, NbdUri uri, SessionOptions options) {
-        if (uri.tls()) {
-            return CompletableFuture.failedFuture(new NbdException("TLS (" + uri + ") is not supported yet"));
+        try {
+            options = options.forUri(uri); // TLS material read now, never at a reconnect
+        } catch (NbdException e) {
+            return CompletableFuture.failedFuture(e);
         }
+        return connectResolved(connector, uri, options);
+    }
+
+    private static CompletableFuture<NbdSession> connectResolved(NbdConnector connector, NbdUri uri,
+            SessionOptions options) {
         int[] wanted = {1};
         NbdSession[] session = {null};
         return openConnection(connector, uri, options, null).thenCompose(first -> {
@@ -163,7 +170,7 @@ public final class NbdSession implements AutoCloseable {
 
     private static CompletableFuture<NbdConnection> openConnection(NbdConnector connector, NbdUri uri,
             SessionOptions options, NbdConnection.LossListener listener) {
-        return connector.connect(uri.endpoint(), options.plan(uri.exportName()),
+        return connector.connect(uri.endpoint(), options.plan(uri),
                 (ctx, result) -> installTransmission(ctx, result, listener, options.requestTimeout()), result -> null);
     }
 

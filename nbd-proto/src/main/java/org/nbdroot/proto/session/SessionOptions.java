@@ -2,8 +2,12 @@ package org.nbdroot.proto.session;
 
 import java.time.Duration;
 import java.util.List;
+import org.nbdroot.proto.NbdException;
 import org.nbdroot.proto.handshake.HandshakePlan;
+import org.nbdroot.proto.tls.TlsConfig;
+import org.nbdroot.proto.tls.TlsSettings;
 import org.nbdroot.proto.transport.NbdConnector;
+import org.nbdroot.proto.transport.NbdUri;
 import org.nbdroot.proto.wire.NbdConstants;
 
 /**
@@ -17,6 +21,8 @@ import org.nbdroot.proto.wire.NbdConstants;
  * @param reconnect         how to get a lost connection back, or null to fail its requests instead
  * @param requestTimeout    a request without a reply for this long declares its connection dead (it is then
  *                          reconnected, or its requests fail); zero for no deadline
+ * @param tls               TLS for every connection (files already read); null for none, or for what an
+ *                          nbds:// URI asks ({@link TlsSettings#fromUri}, read when the session starts)
  */
 public record SessionOptions(
         int connections,
@@ -25,7 +31,8 @@ public record SessionOptions(
         Duration connectTimeout,
         Duration handshakeTimeout,
         ReconnectPolicy reconnect,
-        Duration requestTimeout) {
+        Duration requestTimeout,
+        TlsConfig tls) {
 
     /**
      * 30 s: far beyond any healthy reply (a loaded server answers in milliseconds; nbdkit's
@@ -35,7 +42,7 @@ public record SessionOptions(
     public static final Duration DEFAULT_REQUEST_TIMEOUT = Duration.ofSeconds(30);
 
     public static final SessionOptions DEFAULT = new SessionOptions(1, true, List.of(NbdConstants.BASE_ALLOCATION),
-            NbdConnector.DEFAULT_CONNECT_TIMEOUT, HandshakePlan.DEFAULT_TIMEOUT, null, DEFAULT_REQUEST_TIMEOUT);
+            NbdConnector.DEFAULT_CONNECT_TIMEOUT, HandshakePlan.DEFAULT_TIMEOUT, null, DEFAULT_REQUEST_TIMEOUT, null);
 
     public SessionOptions(int connections, boolean structuredReplies, List<String> metaContexts, Duration connectTimeout,
             Duration handshakeTimeout) {
@@ -45,7 +52,13 @@ public record SessionOptions(
     public SessionOptions(int connections, boolean structuredReplies, List<String> metaContexts, Duration connectTimeout,
             Duration handshakeTimeout, ReconnectPolicy reconnect) {
         this(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                DEFAULT_REQUEST_TIMEOUT);
+                DEFAULT_REQUEST_TIMEOUT, null);
+    }
+
+    public SessionOptions(int connections, boolean structuredReplies, List<String> metaContexts, Duration connectTimeout,
+            Duration handshakeTimeout, ReconnectPolicy reconnect, Duration requestTimeout) {
+        this(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect, requestTimeout,
+                null);
     }
 
     public SessionOptions {
@@ -60,27 +73,52 @@ public record SessionOptions(
 
     public SessionOptions withConnections(int n) {
         return new SessionOptions(n, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                requestTimeout);
+                requestTimeout, tls);
     }
 
     public SessionOptions withStructuredReplies(boolean on) {
         return new SessionOptions(connections, on, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                requestTimeout);
+                requestTimeout, tls);
     }
 
     public SessionOptions withReconnect(ReconnectPolicy policy) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, policy,
-                requestTimeout);
+                requestTimeout, tls);
     }
 
     public SessionOptions withRequestTimeout(Duration timeout) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                timeout);
+                timeout, tls);
     }
 
     public SessionOptions withHandshakeTimeout(Duration timeout) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, timeout, reconnect,
-                requestTimeout);
+                requestTimeout, tls);
+    }
+
+    public SessionOptions withTls(TlsConfig config) {
+        return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
+                requestTimeout, config);
+    }
+
+    /**
+     * These options with the TLS {@code uri} asks for: the given {@link #tls} if any, else, for an
+     * nbds:// URI, its query parameters' (files read now). A plain URI with no TLS given stays plain.
+     */
+    public SessionOptions forUri(NbdUri uri) throws NbdException {
+        if (tls != null || !uri.tls()) {
+            return this;
+        }
+        try {
+            return withTls(TlsSettings.fromUri(uri).load());
+        } catch (IllegalArgumentException e) {
+            throw new NbdException(e.getMessage(), e);
+        }
+    }
+
+    /** The plan for a connection to {@code uri}: TLS first when there is any. */
+    HandshakePlan plan(NbdUri uri) {
+        return plan(uri.exportName()).withTls(tls == null ? null : tls.starter(uri.endpoint()));
     }
 
     HandshakePlan plan(String exportName) {

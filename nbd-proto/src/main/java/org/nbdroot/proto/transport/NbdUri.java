@@ -16,8 +16,22 @@ import org.nbdroot.proto.wire.NbdConstants;
  * @param endpoint   where to connect
  * @param exportName the path without its leading slash, percent-decoded
  * @param tls        whether the scheme requires TLS
+ * @param tlsParameters the URI's TLS query parameters ({@code tls-hostname}, ...; see
+ *                   {@code org.nbdroot.proto.tls.TlsSettings#fromUri}), the user info as {@code tls-username}
  */
-public record NbdUri(NbdEndpoint endpoint, String exportName, boolean tls) {
+public record NbdUri(NbdEndpoint endpoint, String exportName, boolean tls, Map<String, String> tlsParameters) {
+
+    /** The TLS query parameters understood; any other {@code tls-} one is an error. */
+    private static final java.util.Set<String> TLS_PARAMETERS = java.util.Set.of("tls-type", "tls-hostname",
+            "tls-verify-peer", "tls-certificates", "tls-psk-file", "tls-username");
+
+    public NbdUri {
+        tlsParameters = Map.copyOf(tlsParameters);
+    }
+
+    public NbdUri(NbdEndpoint endpoint, String exportName, boolean tls) {
+        this(endpoint, exportName, tls, Map.of());
+    }
 
     /** Parses a URI, naming what is wrong when it cannot. */
     public static NbdUri parse(String text) {
@@ -45,6 +59,7 @@ public record NbdUri(NbdEndpoint endpoint, String exportName, boolean tls) {
         String path = uri.getRawPath() == null ? "" : uri.getRawPath();
         String exportName = decode(path.startsWith("/") ? path.substring(1) : path);
         NbdEndpoint endpoint;
+        Map<String, String> tlsParameters = new LinkedHashMap<>();
         if (unix) {
             String socket = query.remove("socket");
             if (socket == null || socket.isEmpty()) {
@@ -62,7 +77,11 @@ public record NbdUri(NbdEndpoint endpoint, String exportName, boolean tls) {
             if (authority == null || authority.isEmpty()) {
                 throw new IllegalArgumentException("'" + text + "' has no host");
             }
-            authority = authority.substring(authority.lastIndexOf('@') + 1); // user info is for TLS, later
+            int at = authority.lastIndexOf('@');
+            if (at > 0) {
+                tlsParameters.put("tls-username", decode(authority.substring(0, at))); // doc/uri.md: the TLS user name
+            }
+            authority = authority.substring(at + 1);
             // Parsed here rather than by URI.getHost(), which rejects RFC 3986 names such as nbd_server.
             String host;
             String portText = null;
@@ -100,11 +119,20 @@ public record NbdUri(NbdEndpoint endpoint, String exportName, boolean tls) {
             }
             endpoint = new NbdEndpoint.Tcp(host, port);
         }
-        query.keySet().removeIf(key -> key.startsWith("tls-") || key.startsWith("x-"));
+        for (var i = query.entrySet().iterator(); i.hasNext(); ) {
+            var e = i.next();
+            if (TLS_PARAMETERS.contains(e.getKey())) {
+                if (tlsParameters.put(e.getKey(), e.getValue()) != null) {
+                    throw new IllegalArgumentException("both user info and tls-username in '" + text + "'");
+                }
+                i.remove();
+            }
+        }
+        query.keySet().removeIf(key -> key.startsWith("x-"));
         if (!query.isEmpty()) {
             throw new IllegalArgumentException("unknown query parameter(s) " + query.keySet() + " in '" + text + "'");
         }
-        return new NbdUri(endpoint, exportName, tls);
+        return new NbdUri(endpoint, exportName, tls, tlsParameters);
     }
 
     /** Builds a URI from the classic {@code HOST [PORT]} arguments. */

@@ -333,6 +333,71 @@ class HandshakerTest {
         assertContains(failure(NbdProtocolException.class).getMessage(), "export name in NBD_REP_SERVER");
     }
 
+    // ---- NBD_OPT_STARTTLS ----
+
+    /** A TLS starter the test completes by hand: the state machine around TLS, without TLS. */
+    private static final class FakeTls implements TlsStarter {
+        io.netty.util.concurrent.Promise<Void> started;
+
+        @Override
+        public io.netty.util.concurrent.Future<?> start(io.netty.channel.ChannelHandlerContext ctx) {
+            started = ctx.executor().newPromise();
+            return started;
+        }
+
+        @Override
+        public String describe() {
+            return "fake TLS";
+        }
+    }
+
+    @Test
+    void startTlsComesFirstAndTheRestWaitsForTls() {
+        FakeTls tls = new FakeTls();
+        start(plan("disk").withTls(tls));
+        server(greeting(FIXED_NEWSTYLE));
+        assertSent(concat(bytes().u32(FIXED_NEWSTYLE).array(), option(5, new byte[0])));
+        server(optionReply(5, REP_ACK, new byte[0]));
+        assertTrue(tls.started != null, "TLS started on the acknowledgement");
+        assertSent(new byte[0]); // nothing more until TLS is up
+        tls.started.setSuccess(null);
+        ch.runPendingTasks();
+        assertSent(structuredReplyOption());
+    }
+
+    @Test
+    void startTlsRefusedEndsTheHandshake() {
+        start(plan("disk").withTls(new FakeTls()));
+        server(greeting(FIXED_NEWSTYLE));
+        drainOutbound(ch);
+        server(optionReply(5, REP_ERR_UNSUP, new byte[0]));
+        NbdOptionException e = failure(NbdOptionException.class);
+        assertEquals(5, e.option());
+        assertContains(e.getMessage(), "the server does not offer TLS, which is required: not going on in plain text");
+        assertSent(option(OPT_ABORT, new byte[0])); // and nothing but the polite abort
+    }
+
+    @Test
+    void tlsNeedsFixedNewstyle() {
+        start(plan("disk").withTls(new FakeTls()));
+        server(greeting(0));
+        assertContains(failure(NbdException.class).getMessage(), "does not speak fixed newstyle and so cannot start TLS");
+    }
+
+    @Test
+    void failedTlsHandshakeEndsTheHandshake() {
+        FakeTls tls = new FakeTls();
+        start(plan("disk").withTls(tls));
+        server(greeting(FIXED_NEWSTYLE));
+        drainOutbound(ch);
+        server(optionReply(5, REP_ACK, new byte[0]));
+        tls.started.setFailure(new javax.net.ssl.SSLHandshakeException("bad certificate"));
+        ch.runPendingTasks();
+        assertEquals("TLS handshake with the server failed (fake TLS): bad certificate",
+                failure(NbdException.class).getMessage());
+        assertSent(new byte[0]); // no abort in plain text once TLS has begun
+    }
+
     // ---- Refusals of NBD_OPT_GO ----
 
     @ParameterizedTest(name = "{1}")

@@ -140,6 +140,12 @@ public final class PeerServer implements AutoCloseable {
     }
 
     public static PeerServer nbdServer(Path dir, Path backing, String export) throws IOException, InterruptedException {
+        return nbdServer(dir, backing, export, List.of());
+    }
+
+    /** nbd-server with more lines for its [generic] section (force_tls, certfile, ...). */
+    public static PeerServer nbdServer(Path dir, Path backing, String export, List<String> generic)
+            throws IOException, InterruptedException {
         int port = freePort();
         Path config = dir.resolve("nbd-server.conf");
         Files.writeString(config, String.join("\n",
@@ -147,6 +153,7 @@ public final class PeerServer implements AutoCloseable {
                 "port = " + port,
                 "listenaddr = 127.0.0.1",
                 "allowlist = true",
+                String.join("\n", generic),
                 "[" + export + "]",
                 "exportname = " + backing,
                 "trim = true",
