@@ -26,4 +26,7 @@ fi
 
 # The companion init (C): built with -Werror and run as process 1 of a PID namespace.
 make -C init check
-exec mvn -B -ntp verify "$@"
+mvn -B -ntp verify "$@"
+# The reroot, end to end: Debian's kernel under qemu boots the initramfs (the init above, the
+# rc files, the runtime image just built) and reroots onto a root nbdkit serves (test/qemu).
+test/qemu/reroot-boot.sh
