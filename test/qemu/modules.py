@@ -29,7 +29,7 @@ def add(name):
     if name in seen:
         return
     if name not in paths:
-        sys.exit("modules.py: no module " + name + " in " + root)
+        sys.exit("no module " + name + " in " + root)
     seen.add(name)
     for dep in depends(name):
         add(dep)

@@ -83,31 +83,8 @@ cp /bin/busybox "$ir/bin/"
 for a in $(/bin/busybox --list); do [ -e "$ir/bin/$a" ] || ln -s busybox "$ir/bin/$a"; done
 base=(virtio_pci virtio_net nbd ext4 crc32c_generic)
 [ "$host" = 1 ] && base+=(9pnet_virtio 9p)
-python3 - "$kdir/k/lib/modules/$kver/kernel" "$ir/modules" "${base[@]}" "${modules[@]}" > "$work/modules.order" <<'EOP'
-import os, shutil, sys
-root, dest, wanted = sys.argv[1], sys.argv[2], sys.argv[3:]
-paths = {}
-for d, _, fs in os.walk(root):
-    for f in fs:
-        if f.endswith(".ko"):
-            paths[f[:-3].replace("-", "_")] = os.path.join(d, f)
-def depends(name):
-    for field in open(paths[name], "rb").read().split(b"\0"):
-        if field.startswith(b"depends="):
-            return [m.replace("-", "_") for m in field[8:].decode().split(",") if m]
-    return []
-order, seen = [], set()
-def add(name):
-    name = os.path.basename(name).removesuffix(".ko").replace("-", "_")
-    if name in seen: return
-    if name not in paths: sys.exit("run-guest.sh: no module " + name + " in " + root)
-    seen.add(name)
-    for dep in depends(name): add(dep)
-    order.append(name)
-    shutil.copy(paths[name], os.path.join(dest, name + ".ko"))
-for w in wanted: add(w)
-print("\n".join(order))
-EOP
+python3 "$here/modules.py" "$kdir/k/lib/modules/$kver/kernel" "$ir/modules" "${base[@]}" "${modules[@]}" \
+  > "$work/modules.order"
 for spec in "${files[@]}"; do
   src=${spec%%:*}; dst=${spec#*:}; [ "$dst" != "$spec" ] || dst=$src
   mkdir -p "$ir$(dirname "$dst")"; cp -a "$src" "$ir$dst"

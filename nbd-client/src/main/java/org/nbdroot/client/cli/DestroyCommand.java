@@ -4,7 +4,6 @@ import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import org.nbdroot.client.daemon.ControlClient;
 import org.nbdroot.client.daemon.RunDirectory;
-import org.nbdroot.client.ggate.GgateAbi;
 import org.nbdroot.client.ggate.GgateControl;
 import org.nbdroot.client.ggate.GgateOptions;
 import org.nbdroot.client.linuxnbd.LinuxNbdAbi;
@@ -33,7 +32,7 @@ final class DestroyCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         boolean linux = ServeCommand.Bridge.of(device) == ServeCommand.Bridge.LINUX_NBD;
         int unit = linux ? LinuxNbdAbi.indexOf(device) : GgateOptions.unitOf(device);
-        String name = (linux ? LinuxNbdAbi.DEVICE_PREFIX : GgateAbi.PROVIDER_NAME) + unit;
+        String name = ServeCommand.daemonName(device);
         Path socket = RunDirectory.socketFor(name);
         if (ControlClient.isAlive(socket)) {
             String reply = ControlClient.request(socket, force ? "destroy force" : "destroy");

@@ -4,9 +4,6 @@ import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import org.nbdroot.client.daemon.ControlClient;
 import org.nbdroot.client.daemon.RunDirectory;
-import org.nbdroot.client.ggate.GgateAbi;
-import org.nbdroot.client.ggate.GgateOptions;
-import org.nbdroot.client.linuxnbd.LinuxNbdAbi;
 import org.nbdroot.proto.NbdException;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
@@ -31,9 +28,7 @@ final class ResizeCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        boolean linux = ServeCommand.Bridge.of(device) == ServeCommand.Bridge.LINUX_NBD;
-        String name = linux ? LinuxNbdAbi.DEVICE_PREFIX + LinuxNbdAbi.indexOf(device)
-                : GgateAbi.PROVIDER_NAME + GgateOptions.unitOf(device);
+        String name = ServeCommand.daemonName(device);
         Path socket = RunDirectory.socketFor(name);
         if (!ControlClient.isAlive(socket)) {
             throw new NbdException("no daemon serves " + name + " (nothing answers on " + socket + ")");

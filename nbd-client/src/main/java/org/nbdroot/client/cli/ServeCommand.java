@@ -64,6 +64,13 @@ final class ServeCommand {
     }
 
     /** Which bridge serves a device name. */
+    /** The name a device's daemon answers under (ggate0, nbd0), from /dev/ggateN, ggateN, /dev/nbdN or nbdN. */
+    static String daemonName(String device) {
+        return Bridge.of(device) == Bridge.LINUX_NBD
+                ? org.nbdroot.client.linuxnbd.LinuxNbdAbi.DEVICE_PREFIX + org.nbdroot.client.linuxnbd.LinuxNbdAbi.indexOf(device)
+                : GgateAbi.PROVIDER_NAME + GgateOptions.unitOf(device);
+    }
+
     enum Bridge {
         GGATE, LINUX_NBD;
 

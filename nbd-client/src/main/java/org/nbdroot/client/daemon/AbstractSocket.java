@@ -72,7 +72,7 @@ final class AbstractSocket implements AutoCloseable {
                 if (peer == null || (peer.getUid() != 0 && peer.getUid() != ownUid)) {
                     reply = "error permission denied: only root and uid " + ownUid + " may control this daemon";
                 } else {
-                    reply = ControlServer.answer(handler, readLine(client));
+                    reply = ControlServer.answer(handler, ControlServer.readLine(client));
                 }
                 client.write(ByteBuffer.wrap((reply + "\n").getBytes(StandardCharsets.UTF_8)));
             } catch (IOException e) {
@@ -87,7 +87,7 @@ final class AbstractSocket implements AutoCloseable {
     static String request(String device, String request) throws IOException {
         try (UnixSocketChannel channel = UnixSocketChannel.open(address(device))) {
             channel.write(ByteBuffer.wrap((request + "\n").getBytes(StandardCharsets.UTF_8)));
-            return readLine(channel).strip();
+            return ControlServer.readLine(channel).strip();
         }
     }
 
@@ -114,20 +114,6 @@ final class AbstractSocket implements AutoCloseable {
             // no /proc: no abstract sockets to list
         }
         return devices;
-    }
-
-    private static String readLine(UnixSocketChannel channel) throws IOException {
-        ByteBuffer buffer = ByteBuffer.allocate(ControlServer.MAX_REQUEST);
-        while (buffer.hasRemaining()) {
-            if (channel.read(buffer) < 0) {
-                break;
-            }
-            if (buffer.position() > 0 && buffer.get(buffer.position() - 1) == '\n') {
-                break;
-            }
-        }
-        buffer.flip();
-        return StandardCharsets.UTF_8.decode(buffer).toString();
     }
 
     /**

@@ -92,7 +92,8 @@ public final class ControlServer implements AutoCloseable {
         }
     }
 
-    static String readLine(SocketChannel channel) throws IOException {
+    /** One request or reply line, up to {@link #MAX_REQUEST} bytes, from either kind of Unix socket. */
+    static String readLine(java.nio.channels.ReadableByteChannel channel) throws IOException {
         ByteBuffer buffer = ByteBuffer.allocate(MAX_REQUEST);
         while (buffer.hasRemaining()) {
             if (channel.read(buffer) < 0) {
