@@ -111,8 +111,8 @@ public final class ScriptedNbdServer implements AutoCloseable {
         /** No reply to this request nor any later one (queued replies are dropped); the socket stays open. */
         STALL(false),
         /**
-         * A simple reply with {@code NBD_ESHUTDOWN} (a server going down), not executed, then the
-         * socket closes; writes and flushes only.
+         * {@code NBD_ESHUTDOWN} (a server going down; an error chunk for a structured read, else
+         * a simple reply), not executed, then the socket closes.
          */
         SHUTTING_DOWN(false),
 
@@ -1117,7 +1117,10 @@ public final class ScriptedNbdServer implements AutoCloseable {
                         return new Reply(r.handle(), List.of(simpleReply(NBD_EIO, r.handle(), null)), false);
                     }
                     case SHUTTING_DOWN -> {
-                        return new Reply(r.handle(), List.of(simpleReply(NBD_ESHUTDOWN, r.handle(), null)), true);
+                        byte[] frame = structuredReplies && r.type() == NBD_CMD_READ
+                                ? errorChunk(r.handle(), NBD_ESHUTDOWN, "server is shutting down", NBD_REPLY_FLAG_DONE)
+                                : simpleReply(NBD_ESHUTDOWN, r.handle(), null);
+                        return new Reply(r.handle(), List.of(frame), true);
                     }
                     default -> {
                         // Execute normally, then corrupt the reply below.
@@ -1139,7 +1142,6 @@ public final class ScriptedNbdServer implements AutoCloseable {
                 case ERROR_OFFSET_CHUNK -> structuredReplies && r.length() > 0
                         && r.type() != NBD_CMD_FLUSH;
                 case SIMPLE_ERROR -> !(structuredReplies && read);
-                case SHUTTING_DOWN -> r.type() == NBD_CMD_WRITE || r.type() == NBD_CMD_FLUSH;
                 default -> true;
             };
         }

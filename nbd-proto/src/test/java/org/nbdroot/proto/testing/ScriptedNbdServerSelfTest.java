@@ -355,6 +355,19 @@ class ScriptedNbdServerSelfTest {
                     c.in.readFully(new byte[8]);
                     assertEquals(-1, c.in.read());
                 }
+                case SHUTTING_DOWN -> {
+                    if (structured) {
+                        Chunk chunk = c.chunk();
+                        assertEquals(NBD_REPLY_TYPE_ERROR, chunk.type());
+                        assertTrue(chunk.done());
+                        assertEquals(NBD_ESHUTDOWN, ByteBuffer.wrap(chunk.payload()).getInt());
+                    } else {
+                        assertEquals(NBD_SIMPLE_REPLY_MAGIC, c.in.readInt());
+                        assertEquals(NBD_ESHUTDOWN, c.in.readInt());
+                        assertEquals(1, c.in.readLong());
+                    }
+                    assertEquals(-1, c.in.read());
+                }
                 case STALL -> {
                     c.socket.setSoTimeout(200);
                     assertThrows(SocketTimeoutException.class, () -> c.in.read());
