@@ -105,10 +105,24 @@ public final class TlsConfig {
         }
     }
 
+    /** Whether BouncyCastle's TLS is here: an optional module of the runtime image (-Dimage.psk=true). */
+    static boolean pskAvailable() {
+        try {
+            Class.forName("org.bouncycastle.tls.PSKTlsClient", false, TlsConfig.class.getClassLoader());
+            return true;
+        } catch (ClassNotFoundException | LinkageError e) {
+            return false;
+        }
+    }
+
     /** TLS-PSK: both sides prove they know {@code key}, sent under {@code identity}. */
     public static TlsConfig psk(String identity, byte[] key) {
         if (identity.isEmpty() || key.length == 0) {
             throw new IllegalArgumentException("a TLS-PSK identity and key must not be empty");
+        }
+        if (!pskAvailable()) {
+            throw new IllegalArgumentException("TLS-PSK needs BouncyCastle's TLS, which this runtime image was built without"
+                    + " (it adds 12 MiB: build the image with mvn package -Dimage.psk=true)");
         }
         return new TlsConfig(null, null, true, null, identity, key.clone());
     }
