@@ -152,9 +152,11 @@ class LinuxNbdKernelTest {
         try {
             writeEnv(out, portOf(server), "reconnect");
             QemuGuest.Run run = new QemuGuest(GUEST_SCRIPT, out).timeout(300).start();
-            assertTrue(run.awaitFile("load-started", 240), "the guest never started its load\n" + run.await().diagnostics());
-            Thread.sleep(300); // some of the load is in flight
+            if (!run.awaitFile("load-started", 240)) {
+                throw new AssertionError("the guest never started its load\n" + run.await().diagnostics());
+            }
             server.kill9();
+            Files.writeString(out.resolve("server-killed"), ""); // the guest's load goes on, with no server
             try (RandomAccessFile f = new RandomAccessFile(backing.toFile(), "rw")) {
                 f.setLength(GROWN); // the export comes back larger
             }
@@ -162,7 +164,7 @@ class LinuxNbdKernelTest {
             server.restart();
             run.await();
             assertChecks(run, List.of("attach", "kernel-size", "kernel-timeout-none", "kernel-flags", "list-devices",
-                    "load-complete", "reads-back", "device-grew", "write-past-old-end", "destroy", "device-stopped",
+                    "server-killed", "load-complete", "reads-back", "device-grew", "write-past-old-end", "destroy", "device-stopped",
                     "daemon-exited"));
             assertNoKernelIoErrors(run);
             String daemonLog = Files.readString(out.resolve("daemon.log"));
