@@ -3,8 +3,8 @@
 # PORT (nbdkit on the host's loopback, 10.0.2.2 here) and MODE:
 #   data       attach /dev/nbd0 as a daemon, O_DIRECT and buffered writes read back, ext4,
 #              graceful destroy
-#   reconnect  a write load while the host restarts nbdkit with a grown export: the load
-#              completes, the device grows, the data reads back
+#   reconnect  a write load while the host kills nbdkit and starts it again with a grown
+#              export: the load completes, the device grows, the data reads back
 # Every check prints "CHECK name ok" or "CHECK name FAILED ..."; the host asserts them.
 . /out/test.env
 mkdir -p /run/nbd-client /sys/kernel/debug
@@ -71,11 +71,20 @@ if [ "$MODE" = data ]; then
 fi
 
 if [ "$MODE" = reconnect ]; then
-  touch /out/load-started
-  # 16 MiB in 64 chunks of 256 KiB, O_DIRECT, each at its own offset; the host kills nbdkit
-  # once it sees load-started, and starts it again 2 s later with the export grown.
+  # 16 MiB in 64 chunks of 256 KiB, O_DIRECT, each at its own offset. After 8 chunks the
+  # guest says so (load-started) and waits until the host has killed nbdkit
+  # (server-killed); the other 56 go to a daemon with no server until the host starts
+  # nbdkit again 2 s later, with the export grown.
   i=0
   while [ $i -lt 64 ]; do
+    if [ $i = 8 ]; then
+      t load-start
+      touch /out/load-started
+      n=0
+      while [ ! -e /out/server-killed ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+      check server-killed [ -e /out/server-killed ]
+      t server-killed
+    fi
     $DD if=/out/pattern.bin of=/dev/nbd0 bs=256k skip=$((i % 16)) seek=$i count=1 oflag=direct conv=notrunc status=none \
       || { echo "CHECK load-chunk-$i FAILED"; failures=$((failures + 1)); }
     i=$((i + 1))

@@ -11,7 +11,7 @@ import picocli.CommandLine.Parameters;
 final class DeviceOptions {
     @Parameters(arity = "0..3", paramLabel = "ARGS",
             description = "HOST [PORT] [DEVICE], or URI [DEVICE]; DEVICE like /dev/ggate0 or ggate0 "
-                    + "(omitted: the next free unit, printed on stdout)")
+                    + "(omitted: the next free unit, printed on stdout), or on Linux /dev/nbd0 (required)")
     List<String> positional = new ArrayList<>();
 
     @Option(names = {"-N", "--name"}, paramLabel = "NAME", description = "Export name, with HOST (default: the server's default export).")
@@ -29,18 +29,18 @@ final class DeviceOptions {
     int timeout;
 
     @Option(names = {"-q", "--queue-size"}, paramLabel = "N", defaultValue = "" + GgateOptions.DEFAULT_QUEUE_SIZE,
-            description = "Requests the kernel queues before refusing new ones; default ${DEFAULT-VALUE}.")
+            description = "Requests the kernel queues before refusing new ones; default ${DEFAULT-VALUE} (GEOM Gate only).")
     int queueSize;
 
     @Option(names = {"-s", "--sector-size"}, paramLabel = "BYTES", defaultValue = "0",
-            description = "Sector size (default: 512, or the export's minimum block size if larger).")
+            description = "Sector size (default: 512, or the export's minimum block size if larger; 512 to 4096 on Linux).")
     int sectorSize;
 
     @Option(names = "-o", paramLabel = "ro|rw", defaultValue = "rw", description = "Read-only or read-write (default rw; a read-only export is always ro).")
     String mode;
 
     @Option(names = "--workers", paramLabel = "N", defaultValue = "" + GgateOptions.DEFAULT_WORKERS,
-            description = "Worker threads, the most requests served at once; default ${DEFAULT-VALUE}.")
+            description = "Worker threads, the most requests served at once; default ${DEFAULT-VALUE} (GEOM Gate only).")
     int workers;
 
     @Mixin

@@ -33,7 +33,6 @@ public final class LinuxNbdDevice implements ServedDevice {
     private final CountDownLatch done = new CountDownLatch(1);
     private volatile Throwable failure;
     private volatile boolean stopping;
-    private volatile Thread doIt;
 
     private LinuxNbdDevice(NbdSession session, LinuxNbdOptions options, NbdDeviceControl control, int blockSize,
             long mediaSize, KernelBridge bridge) {
@@ -113,8 +112,11 @@ public final class LinuxNbdDevice implements ServedDevice {
                 int errno = control.ioctl(LinuxNbdAbi.DO_IT, 0);
                 if (errno != 0 && !stopping) {
                     failure = new LinuxNbdException("NBD_DO_IT on " + control.path(), errno);
+                } else if (bridge.closed().isCompletedExceptionally()) {
+                    // The kernel returns 0 when the socket just ended: a broken request stream is ours to report.
+                    failure = bridge.closed().handle((v, cause) -> cause).join();
                 }
-                LOG.info(name() + ": the kernel stopped the device" + (errno == 0 ? "" : " (" 
+                LOG.info(name() + ": the kernel stopped the device" + (errno == 0 ? "" : " ("
                         + LinuxNbdException.describe(errno) + ")"));
                 int clear = control.ioctl(LinuxNbdAbi.CLEAR_SOCK, 0);
                 if (clear != 0) {
@@ -129,7 +131,6 @@ public final class LinuxNbdDevice implements ServedDevice {
             }
         }, name() + "-do-it");
         t.setDaemon(true);
-        doIt = t;
         t.start();
         given.await();
         if (setSock[0] != 0) {

@@ -119,7 +119,10 @@ class LinuxNbdKernelTest {
         byte[] pattern2 = pattern(out.resolve("pattern2.bin"), 2);
         try (PeerServer server = PeerServer.nbdkit("nbdkit", dir, backing, List.of(), "file", "file=" + backing)) {
             writeEnv(out, portOf(server), "data");
-            QemuGuest.Run run = new QemuGuest(GUEST_SCRIPT, out).timeout(300).start().await();
+            QemuGuest.Run run;
+            try (QemuGuest.Run started = new QemuGuest(GUEST_SCRIPT, out).timeout(300).start()) {
+                run = started.await();
+            }
             assertChecks(run, List.of("attach", "kernel-size", "kernel-timeout-none", "kernel-flags", "list-devices",
                     "write-direct", "write-buffered", "read-direct", "read-buffered", "read-many-in-flight", "mkfs", "mount",
                     "copy-in", "destroy-refused-while-mounted", "umount", "remount", "file-reads-back", "write-unsynced",
@@ -151,18 +154,23 @@ class LinuxNbdKernelTest {
         PeerServer server = PeerServer.nbdkit("nbdkit", dir, backing, List.of(), "file", "file=" + backing);
         try {
             writeEnv(out, portOf(server), "reconnect");
-            QemuGuest.Run run = new QemuGuest(GUEST_SCRIPT, out).timeout(300).start();
-            assertTrue(run.awaitFile("load-started", 240), "the guest never started its load\n" + run.await().diagnostics());
-            Thread.sleep(300); // some of the load is in flight
-            server.kill9();
-            try (RandomAccessFile f = new RandomAccessFile(backing.toFile(), "rw")) {
-                f.setLength(GROWN); // the export comes back larger
+            QemuGuest.Run run;
+            try (QemuGuest.Run started = new QemuGuest(GUEST_SCRIPT, out).timeout(300).start()) {
+                run = started;
+                if (!run.awaitFile("load-started", 240)) {
+                    throw new AssertionError("the guest never started its load\n" + run.await().diagnostics());
+                }
+                server.kill9();
+                Files.writeString(out.resolve("server-killed"), ""); // the guest's load goes on, with no server
+                try (RandomAccessFile f = new RandomAccessFile(backing.toFile(), "rw")) {
+                    f.setLength(GROWN); // the export comes back larger
+                }
+                Thread.sleep(2000);
+                server.restart();
+                run.await();
             }
-            Thread.sleep(2000);
-            server.restart();
-            run.await();
             assertChecks(run, List.of("attach", "kernel-size", "kernel-timeout-none", "kernel-flags", "list-devices",
-                    "load-complete", "reads-back", "device-grew", "write-past-old-end", "destroy", "device-stopped",
+                    "server-killed", "load-complete", "reads-back", "device-grew", "write-past-old-end", "destroy", "device-stopped",
                     "daemon-exited"));
             assertNoKernelIoErrors(run);
             String daemonLog = Files.readString(out.resolve("daemon.log"));

@@ -91,8 +91,8 @@ public final class QemuGuest {
         return new Run(p, out, log, timeoutSeconds);
     }
 
-    /** A guest that is running or has finished. */
-    public static final class Run {
+    /** A guest that is running or has finished; closing it stops qemu if it still runs. */
+    public static final class Run implements AutoCloseable {
         private static final Pattern CHECK = Pattern.compile("^CHECK (\\S+) (ok|FAILED.*)$", Pattern.MULTILINE);
         private final Process process;
         private final Path out;
@@ -118,6 +118,14 @@ public final class QemuGuest {
             exitStatus = process.exitValue();
             elapsedMillis = (System.nanoTime() - started) / 1_000_000;
             return this;
+        }
+
+        @Override
+        public void close() {
+            if (process.isAlive()) {
+                process.descendants().forEach(ProcessHandle::destroyForcibly);
+                process.destroyForcibly();
+            }
         }
 
         /** Waits up to {@code seconds} for the guest to create {@code /out/<name>}; false if it did not (or ended). */
