@@ -16,7 +16,7 @@ keep=0
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 here=$repo/test/qemu
 W=${1:-$(mktemp -d)}; mkdir -p "$W"; W=$(cd "$W" && pwd)
-trap 'rc=$?; stop_nbdkit; [ "$keep" = 1 ] || rm -rf "$W"; exit $rc' EXIT
+trap 'rc=$?; stop_nbdkit || true; [ "$keep" = 1 ] || rm -rf "$W" || true; exit $rc' EXIT
 image=$repo/nbd-client/target/image
 init=$repo/init/init
 [ -x "$image/bin/java" ] || { echo "reroot-boot.sh: no runtime image at $image (run mvn package)" >&2; exit 2; }
@@ -87,7 +87,12 @@ start_nbdkit() {
   nbdkit -P "$W/nbdkit.pid" -i 127.0.0.1 -p "$1" file "$W/root.img" 2>>"$W/nbdkit.log"
   for _ in $(seq 100); do [ -s "$W/nbdkit.pid" ] && break; sleep 0.05; done
 }
-stop_nbdkit() { [ -s "$W/nbdkit.pid" ] && kill "$(cat "$W/nbdkit.pid")" 2>/dev/null; true; }
+stop_nbdkit() {    # and wait until it is gone, so that it writes nothing more into $W
+  local pid; pid=$(cat "$W/nbdkit.pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
 
 # 3. The reroot, and the daemon riding out a restart of the server that grows the export.
 p=$(port)
