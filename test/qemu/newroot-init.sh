@@ -11,6 +11,7 @@ for d in /proc/[0-9]*; do
   if tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q 'org.nbdroot.client.Main'; then daemon=${d#/proc/}; fi
 done
 echo "GUEST-DAEMON-PID $daemon"
+echo "GUEST-OOM-SCORE-ADJ $(cat /proc/"$daemon"/oom_score_adj)"
 
 # Linux's nearest equivalent of FreeBSD's forced unmount of /dev/reroot: every file gone.
 rm -rf /dev/reroot/* /dev/reroot/.[!.]* 2>/dev/null

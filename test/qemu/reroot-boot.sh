@@ -122,6 +122,7 @@ guest_pid=$(sed -n 's/^GUEST-DAEMON-PID \([0-9]*\).*/\1/p' "$log" | tr -d '\r' |
 check "rc.reroot started the daemon (pid ${served_pid:-none})" test -n "$served_pid"
 check "the new root's init ran" grep -q GUEST-NEWROOT-INIT "$log"
 check "the daemon serving the root is the one rc.reroot started" test "${served_pid:-x}" = "${guest_pid:-y}"
+check "rc.reroot exempted the daemon from the OOM killer" grep -q "^GUEST-OOM-SCORE-ADJ -1000" "$log"
 check "every file the daemon maps or holds lies under /dev/reroot" grep -q GUEST-FILES-OK "$log"
 check "/dev/reroot was emptied before the server restart" grep -q GUEST-REROOT-EMPTY "$log"
 check "the device grew with the export" grep -q GUEST-GREW "$log"
