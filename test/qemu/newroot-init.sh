@@ -51,6 +51,33 @@ dd if=/dev/urandom of=/tmp/tail bs=1M count=1 2>/dev/null
 dd if=/tmp/tail of=/dev/nbd0 bs=1M seek=$((old * 512 / 1048576)) conv=fsync 2>/dev/null \
   && echo "GUEST-TAIL-MD5 $(md5sum < /tmp/tail | cut -d' ' -f1)"
 echo "GUEST-DONE"
+
+# A shutdown the way systemd's ends (src/shared/killall.c, after every service is stopped):
+# the signal to every process but pid 1, kernel threads and root processes whose argv[0]
+# starts with '@'; SIGTERM first, then SIGKILL. The daemon marked itself (--root-storage),
+# so it must still serve the root's last writes. systemd also wraps each round in
+# kill(-1, SIGSTOP) ... kill(-1, SIGCONT); the ioctl bridge cannot survive that (a signal
+# interrupts NBD_DO_IT, and the kernel then shuts the device down), so it stays off until the
+# netlink bridge serves the root.
+[ "$(head -c 1 /proc/"$daemon"/cmdline)" = @ ] && echo "GUEST-DAEMON-MARKED"
+spree() {
+  # kill -STOP -1
+  for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    [ "$pid" = 1 ] && continue
+    first=$(head -c 1 "$d/cmdline" 2>/dev/null)
+    [ -z "$first" ] || [ "$first" = @ ] || { kill -"$1" "$pid" 2>/dev/null && signalled=$((signalled + 1)); }
+  done
+  # kill -CONT -1
+  sleep 1
+}
+signalled=0; spree TERM; spree KILL
+echo "GUEST-SPREE-SIGNALLED $signalled"     # the log copier above, at least: the spree does kill
+if kill -0 "$daemon" 2>/dev/null; then
+  echo "GUEST-SURVIVED-SHUTDOWN"
+  dd if=/dev/urandom of=/data/last bs=64k count=16 2>/dev/null && sync \
+    && echo "GUEST-LAST-MD5 $(md5sum < /data/last | cut -d' ' -f1)"
+fi
 cat "$log" > /out/daemon.log 2>/dev/null
 sync; umount /out
 mount -o remount,ro /      # flush the journal, or fsck sees needs_recovery

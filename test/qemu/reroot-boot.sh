@@ -131,6 +131,12 @@ check "e2fsck finds the served root clean" e2fsck -fn "$W/root.img"
 expect=$(sed -n 's/^GUEST-DATA-MD5 \([0-9a-f]*\).*/\1/p' "$log" | tr -d '\r' | head -1)
 got=$(debugfs -R 'cat /data/written' "$W/root.img" 2>/dev/null | md5sum | cut -d' ' -f1)
 check "a file written by the new root is in the server's image (md5 ${expect:-none})" test -n "$expect" -a "$expect" = "$got"
+check "the daemon marked itself as the root's storage daemon (argv[0] = @...)" grep -q GUEST-DAEMON-MARKED "$log"
+check "the killing spree killed the unmarked processes" grep -Eq "^GUEST-SPREE-SIGNALLED [1-9]" "$log"
+check "the daemon outlived a systemd-style shutdown killing spree" grep -q GUEST-SURVIVED-SHUTDOWN "$log"
+last_expect=$(sed -n 's/^GUEST-LAST-MD5 \([0-9a-f]*\).*/\1/p' "$log" | tr -d '\r' | head -1)
+last_got=$(debugfs -R 'cat /data/last' "$W/root.img" 2>/dev/null | md5sum | cut -d' ' -f1)
+check "a file written after the killing spree is in the server's image" test -n "$last_expect" -a "$last_expect" = "$last_got"
 tail_expect=$(sed -n 's/^GUEST-TAIL-MD5 \([0-9a-f]*\).*/\1/p' "$log" | tr -d '\r' | head -1)
 tail_got=$(dd if="$W/root.img" bs=1M skip=$((old_size / 1048576)) count=1 2>/dev/null | md5sum | cut -d' ' -f1)
 check "bytes written past the old end are in the grown image" test -n "$tail_expect" -a "$tail_expect" = "$tail_got"

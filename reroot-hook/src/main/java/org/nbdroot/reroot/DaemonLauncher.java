@@ -60,6 +60,10 @@ public final class DaemonLauncher {
         command.add(MAIN);
         command.add("--foreground");
         command.add("--detached");
+        if (!freebsd) {
+            // systemd's shutdown then spares it until the root is read-only (RootStorageMark).
+            command.add("--root-storage");
+        }
         command.addAll(device.options());
         command.addAll(device.server());
         command.add(device.devicePath(freebsd));

@@ -24,6 +24,11 @@ final class DeviceOptions {
     @Option(names = "--detached", hidden = true)
     boolean detached;
 
+    @Option(names = "--root-storage",
+            description = "Linux: mark the daemon as the storage daemon of the root file system (argv[0] starts with @), "
+                    + "which systemd's shutdown does not kill; nbd-client reroot start sets it.")
+    boolean rootStorage;
+
     @Option(names = {"-t", "--timeout"}, paramLabel = "SECONDS", defaultValue = "0",
             description = "The kernel fails a request older than this on its own; 0 (default) never does, right for a root disk.")
     int timeout;

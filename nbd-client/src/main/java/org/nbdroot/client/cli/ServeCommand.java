@@ -1,5 +1,6 @@
 package org.nbdroot.client.cli;
 
+import java.io.IOException;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
@@ -8,6 +9,7 @@ import java.util.logging.Logger;
 import org.nbdroot.client.daemon.ControlServer;
 import org.nbdroot.client.daemon.DaemonControl;
 import org.nbdroot.client.daemon.Daemonizer;
+import org.nbdroot.client.daemon.RootStorageMark;
 import org.nbdroot.client.daemon.RunDirectory;
 import org.nbdroot.client.daemon.ServedDevice;
 import org.nbdroot.client.ggate.GgateAbi;
@@ -96,6 +98,16 @@ final class ServeCommand {
         }
     }
 
+    /** A daemon without the mark still serves; only a later shutdown would kill it too early. */
+    private static void markRootStorage() {
+        try {
+            RootStorageMark.apply();
+        } catch (IOException | RuntimeException e) {
+            LOG.warning("--root-storage: cannot mark the process (" + e.getMessage()
+                    + "); a shutdown may kill it before the root's last writes");
+        }
+    }
+
     static int serve(DeviceOptions options, boolean rescue, String[] originalArgs) throws Exception {
         Target target = Target.parse(options.positional, options.exportName);
         if (rescue && target.device() == null) {
@@ -121,6 +133,9 @@ final class ServeCommand {
         }
         if (options.detached) {
             Daemonizer.enterOwnSession();
+        }
+        if (options.rootStorage) {
+            markRootStorage();
         }
         SessionOptions sessionOptions = options.connection.sessionOptions(target.uri());
         try (Engine engine = new Engine(Math.max(1, sessionOptions.connections()), sessionOptions)) {
