@@ -78,6 +78,7 @@ public final class Handshaker extends ByteToMessageDecoder {
 
     // What the server told us so far.
     private boolean structuredReplies;
+    private boolean extendedHeaders;
     private final Map<Integer, String> metaContexts = new LinkedHashMap<>();
     private final List<String> availableMetaContexts = new ArrayList<>();
     private final List<ExportListing> exports = new ArrayList<>();
@@ -169,6 +170,10 @@ public final class Handshaker extends ByteToMessageDecoder {
             return;
         }
         if (plan.structuredReplies()) {
+            if (plan.extendedHeaders()) {
+                // First, as the spec orders it: granted, it takes the place of NBD_OPT_STRUCTURED_REPLY.
+                pending.add(NbdOption.EXTENDED_HEADERS);
+            }
             pending.add(NbdOption.STRUCTURED_REPLY);
             if (plan.listMetaContexts()) {
                 pending.add(NbdOption.LIST_META_CONTEXT);
@@ -201,7 +206,7 @@ public final class Handshaker extends ByteToMessageDecoder {
                 data.writeInt(plan.metaContexts().size());
                 plan.metaContexts().forEach(name -> writeString(data, name));
             }
-            default -> { } // LIST and STRUCTURED_REPLY carry no data
+            default -> { } // LIST, STRUCTURED_REPLY and EXTENDED_HEADERS carry no data
         }
         ByteBuf header = ctx.alloc().buffer(16);
         header.writeLong(IHAVEOPT).writeInt(current.code()).writeInt(data.readableBytes());
@@ -338,6 +343,12 @@ public final class Handshaker extends ByteToMessageDecoder {
     private void onOptionAck(ChannelHandlerContext ctx) throws NbdException {
         switch (current) {
             case STRUCTURED_REPLY -> structuredReplies = true;
+            case EXTENDED_HEADERS -> {
+                // Extended headers bring structured replies with them; asking for those too could only be refused.
+                extendedHeaders = true;
+                structuredReplies = true;
+                pending.remove(NbdOption.STRUCTURED_REPLY);
+            }
             case LIST -> {
                 finish(ctx, new HandshakeResult(null, List.copyOf(exports), List.of(), false));
                 return;
@@ -368,6 +379,7 @@ public final class Handshaker extends ByteToMessageDecoder {
             throw new NbdOptionException(current.code(), type, message, "connect with TLS (--tls, or an nbds:// URI)");
         }
         switch (current) {
+            case EXTENDED_HEADERS -> sendNextOption(ctx); // any refusal: the compact headers, as before
             case STRUCTURED_REPLY -> {
                 // Without structured replies there are no meta contexts either: go on without both.
                 pending.remove(NbdOption.LIST_META_CONTEXT);
@@ -383,6 +395,12 @@ public final class Handshaker extends ByteToMessageDecoder {
                 sendNextOption(ctx);
             }
             case GO, INFO -> {
+                if (refusal.is(OptionReplyType.ERR_UNSUP) && current == NbdOption.GO && extendedHeaders) {
+                    // The spec forbids both: a server that granted extended headers must support GO, and
+                    // NBD_OPT_EXPORT_NAME must not follow them.
+                    throw new NbdProtocolException("the server refused NBD_OPT_GO as unsupported after granting "
+                            + "NBD_OPT_EXTENDED_HEADERS, which requires it (and rules out NBD_OPT_EXPORT_NAME)");
+                }
                 if (refusal.is(OptionReplyType.ERR_UNSUP)) {
                     // An older server: INFO falls back to GO, GO to the export name option (without block sizes).
                     pending.add(current == NbdOption.INFO ? NbdOption.GO : NbdOption.EXPORT_NAME);
@@ -418,7 +436,7 @@ public final class Handshaker extends ByteToMessageDecoder {
         }
         String name = canonicalName != null && !canonicalName.isEmpty() ? canonicalName : plan.exportName();
         ExportInfo export = new ExportInfo(name, description, size, transmissionFlags, blocks, blockSize != null,
-                structuredReplies, Map.copyOf(metaContexts));
+                structuredReplies, extendedHeaders, Map.copyOf(metaContexts));
         finish(ctx, new HandshakeResult(export, List.of(), List.copyOf(availableMetaContexts), transmission));
     }
 
