@@ -19,19 +19,25 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.nbdroot.proto.Extent;
+import org.nbdroot.proto.NbdException;
 import org.nbdroot.proto.NbdProtocolException;
+import org.nbdroot.proto.NbdServerErrorException;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.session.SessionOptions;
 import org.nbdroot.proto.testing.ScriptedNbdServer;
+import org.nbdroot.proto.testing.ScriptedNbdServer.Fault;
 import org.nbdroot.proto.testing.ScriptedRequest;
 import org.nbdroot.proto.transport.NbdUri;
 import org.nbdroot.proto.wire.CommandFlag;
+import org.nbdroot.proto.wire.NbdError;
 
 /**
  * The engine against the scripted server with NBD_OPT_EXTENDED_HEADERS on offer: every command
@@ -155,6 +161,75 @@ class ExtendedHeadersTest {
                 NbdProtocolException e = assertInstanceOf(NbdProtocolException.class, failure);
                 assertTrue(e.getMessage().contains("a simple reply (magic 0x67446698)"), e.getMessage());
             }
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @CsvSource(delimiter = '|', value = {
+        "BAD_REPLY_MAGIC                      | bad reply magic",
+        "UNKNOWN_HANDLE                       | which has no outstanding request",
+        "DUPLICATE_REPLY                      | which has no outstanding request",
+        "STRUCTURED_CHUNK_LONGER_THAN_REQUEST | bytes long (expected: <=",
+        "CHUNK_OUTSIDE_REQUEST                | outside NBD_CMD_READ",
+        "OVERLAPPING_CHUNKS                   | overlaps data already received",
+        "MISSING_DATA                         | after sending only",
+        "BAD_CHUNK_TYPE                       | unknown reply chunk type",
+        "CLOSE_MID_REPLY                      | server closed the connection",
+    })
+    void aBrokenExtendedReplyEndsTheConnectionAndFailsEverythingOnIt(Fault fault, String expected) throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(1 << 20).supportsExtendedHeaders(true)
+                .readChunkSize(1024).start()) {
+            NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), SessionOptions.DEFAULT)
+                    .get(5, TimeUnit.SECONDS);
+            assertTrue(session.export().extendedHeaders());
+            session.read(0, 4096).get(5, TimeUnit.SECONDS).release(); // the fault lands in an established session
+            server.armFault(fault);
+            List<CompletableFuture<ByteBuf>> reads = new ArrayList<>();
+            for (int i = 0; i < 8; i++) {
+                reads.add(session.read(i * 8192L, 8192));
+            }
+            int named = 0;
+            for (int i = 0; i < reads.size(); i++) {
+                try {
+                    ByteBuf data = reads.get(i).get(10, TimeUnit.SECONDS);
+                    byte[] got = new byte[data.readableBytes()];
+                    data.readBytes(got);
+                    data.release();
+                    assertEquals(Fault.DUPLICATE_REPLY, fault, "only a duplicate leaves a read that succeeded");
+                    assertArrayEquals(server.read(i * 8192L, 8192), got, "data handed up as success is the server's");
+                } catch (ExecutionException e) {
+                    assertInstanceOf(NbdException.class, e.getCause());
+                    named += e.getCause().getMessage().contains(expected) ? 1 : 0;
+                }
+            }
+            assertTrue(named >= (fault == Fault.DUPLICATE_REPLY ? reads.size() - 1 : reads.size()),
+                    named + " of " + reads.size() + " reads failed naming what was wrong (" + expected + ")");
+            assertTrue(session.anyConnectionClosed().handle((v, e) -> true).get(5, TimeUnit.SECONDS));
+            assertEquals(List.of(fault), server.firedFaults());
+            assertEquals(List.of(), server.violations());
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @ValueSource(strings = {"ERROR_CHUNK", "ERROR_OFFSET_CHUNK"})
+    void anExtendedErrorChunkFailsOnlyItsRequest(Fault fault) throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(1 << 20).supportsExtendedHeaders(true).start()) {
+            byte[] data = new byte[4096];
+            Arrays.fill(data, (byte) 7);
+            server.write(4096, data);
+            try (NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
+                    SessionOptions.DEFAULT).get(5, TimeUnit.SECONDS)) {
+                server.armFault(fault);
+                NbdServerErrorException error = assertInstanceOf(NbdServerErrorException.class,
+                        failureOf(session.read(0, 4096)));
+                assertEquals(NbdError.EIO, error.error());
+                ByteBuf after = session.read(4096, 4096).get(5, TimeUnit.SECONDS);
+                byte[] got = new byte[4096];
+                after.readBytes(got);
+                after.release();
+                assertArrayEquals(data, got, "the connection goes on serving");
+            }
+            assertEquals(List.of(), server.violations());
         }
     }
 

@@ -1408,6 +1408,13 @@ public final class ScriptedNbdServer implements AutoCloseable {
                 return extendedChunk(NBD_REPLY_FLAG_DONE, error == 0 ? NBD_REPLY_TYPE_NONE : NBD_REPLY_TYPE_ERROR,
                         handle, payload);
             }
+            if (frame.length < SIMPLE_REPLY_HEADER_LENGTH && frame.length >= 4
+                    && (b.getInt(0) == NBD_SIMPLE_REPLY_MAGIC || b.getInt(0) == NBD_STRUCTURED_REPLY_MAGIC)) {
+                // The start of a header cut short (CLOSE_MID_REPLY): as much of an extended one.
+                byte[] cut = frame.clone();
+                ByteBuffer.wrap(cut).putInt(0, NBD_EXTENDED_REPLY_MAGIC);
+                return cut;
+            }
             if (frame.length < STRUCTURED_REPLY_HEADER_LENGTH || b.getInt(0) != NBD_STRUCTURED_REPLY_MAGIC
                     || frame.length != STRUCTURED_REPLY_HEADER_LENGTH + b.getInt(16)) {
                 return frame;
