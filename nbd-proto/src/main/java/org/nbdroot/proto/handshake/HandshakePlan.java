@@ -51,7 +51,8 @@ public record HandshakePlan(
     }
 
     public HandshakePlan withGoal(Goal g) {
-        return new HandshakePlan(g, exportName, structuredReplies, extendedHeaders, metaContexts, listMetaContexts, timeout, tls);
+        return new HandshakePlan(g, exportName, structuredReplies, extendedHeaders,
+                metaContexts, listMetaContexts, timeout, tls);
     }
 
     public HandshakePlan withStructuredReplies(boolean on) {
@@ -63,7 +64,8 @@ public record HandshakePlan(
     }
 
     public HandshakePlan withMetaContexts(List<String> contexts) {
-        return new HandshakePlan(goal, exportName, structuredReplies, extendedHeaders, contexts, listMetaContexts, timeout, tls);
+        return new HandshakePlan(goal, exportName, structuredReplies, extendedHeaders,
+                contexts, listMetaContexts, timeout, tls);
     }
 
     public HandshakePlan withListMetaContexts(boolean on) {
@@ -71,11 +73,12 @@ public record HandshakePlan(
     }
 
     public HandshakePlan withTls(TlsStarter starter) {
-        return new HandshakePlan(goal, exportName, structuredReplies, extendedHeaders, metaContexts, listMetaContexts, timeout,
-                starter);
+        return new HandshakePlan(goal, exportName, structuredReplies, extendedHeaders,
+                metaContexts, listMetaContexts, timeout, starter);
     }
 
     public HandshakePlan withTimeout(Duration t) {
-        return new HandshakePlan(goal, exportName, structuredReplies, extendedHeaders, metaContexts, listMetaContexts, t, tls);
+        return new HandshakePlan(goal, exportName, structuredReplies, extendedHeaders,
+                metaContexts, listMetaContexts, t, tls);
     }
 }

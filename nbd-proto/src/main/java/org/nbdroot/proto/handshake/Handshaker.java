@@ -45,6 +45,10 @@ import org.nbdroot.proto.wire.OptionReplyType;
  * {@code beforeTransmission} so the transmission handlers are in place, then removes itself:
  * no byte the server sends afterwards is lost.
  *
+ * <p>{@code NBD_OPT_EXTENDED_HEADERS} (when the plan asks) comes before everything but TLS:
+ * granted, it stands for structured replies too, so {@code NBD_OPT_STRUCTURED_REPLY} is not sent;
+ * refused in any way, the handshake goes on exactly as without it.
+ *
  * <p>With TLS in the plan, {@code NBD_OPT_STARTTLS} is the first option and the only thing
  * sent in plain text: a server that refuses it, or a TLS handshake that fails, ends the
  * attempt; there is no fallback. The other options are negotiated afresh inside TLS.
