@@ -374,6 +374,12 @@ public final class Handshaker extends ByteToMessageDecoder {
         if (refusal.is(OptionReplyType.ERR_SHUTDOWN)) {
             throw refusal; // the spec asks for a soft disconnect: fail() sends NBD_OPT_ABORT
         }
+        if (current == NbdOption.EXTENDED_HEADERS) {
+            // Any other refusal, NBD_REP_ERR_TLS_REQD too: go on as without it, so what follows is
+            // answered (and reported) exactly as it was before extended headers were asked for.
+            sendNextOption(ctx);
+            return;
+        }
         if (current == NbdOption.STARTTLS) {
             throw new NbdOptionException(current.code(), type, message, (refusal.is(OptionReplyType.ERR_UNSUP)
                     ? "the server does not offer TLS" : "the server would not start TLS")
@@ -383,7 +389,6 @@ public final class Handshaker extends ByteToMessageDecoder {
             throw new NbdOptionException(current.code(), type, message, "connect with TLS (--tls, or an nbds:// URI)");
         }
         switch (current) {
-            case EXTENDED_HEADERS -> sendNextOption(ctx); // any refusal: the compact headers, as before
             case STRUCTURED_REPLY -> {
                 // Without structured replies there are no meta contexts either: go on without both.
                 pending.remove(NbdOption.LIST_META_CONTEXT);

@@ -105,9 +105,9 @@ class HandshakerExtendedHeadersTest {
         assertEquals(HeaderStyle.STRUCTURED, export.headerStyle());
     }
 
-    /** ERR_POLICY, ERR_INVALID, ERR_PLATFORM, ERR_TOO_BIG, and one this client does not know. */
+    /** ERR_POLICY, ERR_INVALID, ERR_PLATFORM, ERR_TLS_REQD, ERR_TOO_BIG, and one this client does not know. */
     @ParameterizedTest
-    @ValueSource(ints = {2, 3, 4, 9, 99})
+    @ValueSource(ints = {2, 3, 4, 5, 9, 99})
     void anyOtherRefusalFallsBackSilentlyToo(int err) {
         start(plan());
         server(greeting(FIXED_NEWSTYLE | NO_ZEROES));
@@ -143,6 +143,17 @@ class HandshakerExtendedHeadersTest {
         assertTrue(e.getMessage().contains("after granting NBD_OPT_EXTENDED_HEADERS"), e.getMessage());
         assertSent(new byte[0]); // NBD_OPT_EXPORT_NAME MUST NOT follow extended headers
         assertFalse(ch.isOpen());
+    }
+
+    @Test
+    void shutdownRefusalStillEndsTheHandshake() {
+        start(plan());
+        server(greeting(FIXED_NEWSTYLE | NO_ZEROES));
+        drainOutbound(ch);
+        server(optionReply(OPT_EXTENDED_HEADERS, REP_ERR + 7, new byte[0]));
+        assertTrue(result.isDone() && !result.isSuccess(), "NBD_REP_ERR_SHUTDOWN is no refusal to fall back from");
+        assertTrue(result.cause().getMessage().contains("NBD_REP_ERR_SHUTDOWN"), result.cause().getMessage());
+        assertSent(option(2, new byte[0])); // NBD_OPT_ABORT, not NBD_OPT_STRUCTURED_REPLY
     }
 
     @Test
