@@ -2,6 +2,7 @@ package org.nbdroot.proto;
 
 import java.util.List;
 import java.util.Map;
+import org.nbdroot.proto.wire.HeaderStyle;
 import org.nbdroot.proto.wire.TransmissionFlag;
 
 /**
@@ -13,7 +14,9 @@ import org.nbdroot.proto.wire.TransmissionFlag;
  * @param flags          the transmission flags ({@link TransmissionFlag})
  * @param blockSize      block size constraints (the defaults when the server sent none)
  * @param blockSizeFromServer whether the server stated the block sizes
- * @param structuredReplies whether structured replies were negotiated
+ * @param structuredReplies whether replies come as chunks: structured replies were negotiated, or extended headers
+ * @param extendedHeaders whether extended headers (NBD_OPT_EXTENDED_HEADERS) were negotiated: 32-byte headers
+ *                        with 64-bit lengths both ways, and no simple replies
  * @param metaContexts   the meta contexts the server agreed to, by the id it assigned
  */
 public record ExportInfo(
@@ -24,7 +27,26 @@ public record ExportInfo(
         BlockSize blockSize,
         boolean blockSizeFromServer,
         boolean structuredReplies,
+        boolean extendedHeaders,
         Map<Integer, String> metaContexts) {
+
+    /** Extended headers imply structured replies: one cannot be had without the other. */
+    public ExportInfo {
+        if (extendedHeaders && !structuredReplies) {
+            throw new IllegalArgumentException("extended headers imply structured replies");
+        }
+    }
+
+    /** An export without extended headers. */
+    public ExportInfo(String name, String description, long size, int flags, BlockSize blockSize,
+            boolean blockSizeFromServer, boolean structuredReplies, Map<Integer, String> metaContexts) {
+        this(name, description, size, flags, blockSize, blockSizeFromServer, structuredReplies, false, metaContexts);
+    }
+
+    /** The headers transmission uses on this export's connections. */
+    public HeaderStyle headerStyle() {
+        return HeaderStyle.of(structuredReplies, extendedHeaders);
+    }
 
     public boolean has(TransmissionFlag flag) {
         return flag.isSetIn(flags);

@@ -19,12 +19,15 @@ public final class WireBytes {
     // Transmission (proto.md, "Simple reply message", "Structured reply chunk message").
     public static final int SIMPLE_REPLY_MAGIC = 0x67446698;
     public static final int STRUCTURED_REPLY_MAGIC = 0x668e33ef;
+    public static final int EXTENDED_REPLY_MAGIC = 0x6e8a278c;
     public static final int REQUEST_MAGIC = 0x25609513;
+    public static final int EXTENDED_REQUEST_MAGIC = 0x21e41c71;
     public static final int FLAG_DONE = 1;
     public static final int TYPE_NONE = 0;
     public static final int TYPE_OFFSET_DATA = 1;
     public static final int TYPE_OFFSET_HOLE = 2;
     public static final int TYPE_BLOCK_STATUS = 5;
+    public static final int TYPE_BLOCK_STATUS_EXT = 6;
     public static final int TYPE_ERROR = 32769;        // 2^15 + 1
     public static final int TYPE_ERROR_OFFSET = 32770; // 2^15 + 2
 
@@ -124,6 +127,23 @@ public final class WireBytes {
             payload.u32(v);
         }
         return chunk(flags, TYPE_BLOCK_STATUS, handle, payload.array());
+    }
+
+    // ---- Extended headers (NBD_OPT_EXTENDED_HEADERS) ----
+
+    /** An extended reply chunk: 32-byte header with the request's offset and a 64-bit length. */
+    public static byte[] extendedChunk(int flags, int type, long handle, long requestOffset, byte[] payload) {
+        return bytes().u32(EXTENDED_REPLY_MAGIC).u16(flags).u16(type).u64(handle).u64(requestOffset)
+                .u64(payload.length).raw(payload).array();
+    }
+
+    /** A BLOCK_STATUS_EXT payload: context id, descriptor count, then {@code extents} alternating 64-bit length and status. */
+    public static byte[] blockStatusExtPayload(int contextId, long count, long... extents) {
+        WireBytes payload = bytes().u32(contextId).u32(count);
+        for (long v : extents) {
+            payload.u64(v);
+        }
+        return payload.array();
     }
 
     // ---- Handshake ----

@@ -61,6 +61,7 @@ final class InfoCommand implements Callable<Integer> {
         o.put("flags", e.flagNames());
         o.put("block_size", blockSize);
         o.put("structured_replies", e.structuredReplies());
+        o.put("extended_headers", e.extendedHeaders());
         o.put("meta_contexts", details.availableMetaContexts());
         o.put("negotiated_meta_contexts", List.copyOf(e.metaContexts().values()));
         return o;
@@ -80,6 +81,7 @@ final class InfoCommand implements Callable<Integer> {
                 .append(", maximum ").append(Integer.toUnsignedString(b.maximum()))
                 .append(e.blockSizeFromServer() ? "" : " (server sent none: defaults)").append('\n');
         s.append("structured replies: ").append(e.structuredReplies() ? "yes" : "no").append('\n');
+        s.append("extended headers:   ").append(e.extendedHeaders() ? "yes (64-bit lengths)" : "no").append('\n');
         s.append("meta contexts:      ").append(details.availableMetaContexts().isEmpty() ? "(none)"
                 : String.join(" ", details.availableMetaContexts()));
         return s.toString();

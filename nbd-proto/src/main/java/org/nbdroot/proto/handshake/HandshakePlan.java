@@ -10,6 +10,8 @@ import org.nbdroot.proto.wire.NbdConstants;
  * @param goal              enter transmission on an export, describe it without entering (INFO), or list the exports
  * @param exportName        the export to open ("" is the server's default export)
  * @param structuredReplies ask for structured replies (needed for meta contexts and sparse reads)
+ * @param extendedHeaders   ask for extended headers first (with structured replies only): 64-bit lengths,
+ *                          which imply structured replies; a server that refuses gets the compact headers
  * @param metaContexts      meta contexts to set, e.g. {@code base:allocation}
  * @param listMetaContexts  also ask which meta contexts the server offers
  * @param timeout           the whole handshake must finish within this
@@ -20,6 +22,7 @@ public record HandshakePlan(
         Goal goal,
         String exportName,
         boolean structuredReplies,
+        boolean extendedHeaders,
         List<String> metaContexts,
         boolean listMetaContexts,
         Duration timeout,
@@ -38,41 +41,44 @@ public record HandshakePlan(
         metaContexts = List.copyOf(metaContexts);
     }
 
-    public HandshakePlan(Goal goal, String exportName, boolean structuredReplies, List<String> metaContexts,
-            boolean listMetaContexts, Duration timeout) {
-        this(goal, exportName, structuredReplies, metaContexts, listMetaContexts, timeout, null);
-    }
-
     public static HandshakePlan transmission(String exportName) {
-        return new HandshakePlan(Goal.TRANSMISSION, exportName, true,
-                List.of(NbdConstants.BASE_ALLOCATION), false, DEFAULT_TIMEOUT);
+        return new HandshakePlan(Goal.TRANSMISSION, exportName, true, true,
+                List.of(NbdConstants.BASE_ALLOCATION), false, DEFAULT_TIMEOUT, null);
     }
 
     public static HandshakePlan listExports() {
-        return new HandshakePlan(Goal.LIST_EXPORTS, "", false, List.of(), false, DEFAULT_TIMEOUT);
+        return new HandshakePlan(Goal.LIST_EXPORTS, "", false, false, List.of(), false, DEFAULT_TIMEOUT, null);
     }
 
     public HandshakePlan withGoal(Goal g) {
-        return new HandshakePlan(g, exportName, structuredReplies, metaContexts, listMetaContexts, timeout, tls);
+        return new HandshakePlan(g, exportName, structuredReplies, extendedHeaders,
+                metaContexts, listMetaContexts, timeout, tls);
     }
 
     public HandshakePlan withStructuredReplies(boolean on) {
-        return new HandshakePlan(goal, exportName, on, metaContexts, listMetaContexts, timeout, tls);
+        return new HandshakePlan(goal, exportName, on, extendedHeaders, metaContexts, listMetaContexts, timeout, tls);
+    }
+
+    public HandshakePlan withExtendedHeaders(boolean on) {
+        return new HandshakePlan(goal, exportName, structuredReplies, on, metaContexts, listMetaContexts, timeout, tls);
     }
 
     public HandshakePlan withMetaContexts(List<String> contexts) {
-        return new HandshakePlan(goal, exportName, structuredReplies, contexts, listMetaContexts, timeout, tls);
+        return new HandshakePlan(goal, exportName, structuredReplies, extendedHeaders,
+                contexts, listMetaContexts, timeout, tls);
     }
 
     public HandshakePlan withListMetaContexts(boolean on) {
-        return new HandshakePlan(goal, exportName, structuredReplies, metaContexts, on, timeout, tls);
+        return new HandshakePlan(goal, exportName, structuredReplies, extendedHeaders, metaContexts, on, timeout, tls);
     }
 
     public HandshakePlan withTls(TlsStarter starter) {
-        return new HandshakePlan(goal, exportName, structuredReplies, metaContexts, listMetaContexts, timeout, starter);
+        return new HandshakePlan(goal, exportName, structuredReplies, extendedHeaders,
+                metaContexts, listMetaContexts, timeout, starter);
     }
 
     public HandshakePlan withTimeout(Duration t) {
-        return new HandshakePlan(goal, exportName, structuredReplies, metaContexts, listMetaContexts, t, tls);
+        return new HandshakePlan(goal, exportName, structuredReplies, extendedHeaders,
+                metaContexts, listMetaContexts, t, tls);
     }
 }

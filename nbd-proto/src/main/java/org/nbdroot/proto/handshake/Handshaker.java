@@ -45,6 +45,10 @@ import org.nbdroot.proto.wire.OptionReplyType;
  * {@code beforeTransmission} so the transmission handlers are in place, then removes itself:
  * no byte the server sends afterwards is lost.
  *
+ * <p>{@code NBD_OPT_EXTENDED_HEADERS} (when the plan asks) comes before everything but TLS:
+ * granted, it stands for structured replies too, so {@code NBD_OPT_STRUCTURED_REPLY} is not sent;
+ * refused in any way, the handshake goes on exactly as without it.
+ *
  * <p>With TLS in the plan, {@code NBD_OPT_STARTTLS} is the first option and the only thing
  * sent in plain text: a server that refuses it, or a TLS handshake that fails, ends the
  * attempt; there is no fallback. The other options are negotiated afresh inside TLS.
@@ -78,6 +82,7 @@ public final class Handshaker extends ByteToMessageDecoder {
 
     // What the server told us so far.
     private boolean structuredReplies;
+    private boolean extendedHeaders;
     private final Map<Integer, String> metaContexts = new LinkedHashMap<>();
     private final List<String> availableMetaContexts = new ArrayList<>();
     private final List<ExportListing> exports = new ArrayList<>();
@@ -169,6 +174,10 @@ public final class Handshaker extends ByteToMessageDecoder {
             return;
         }
         if (plan.structuredReplies()) {
+            if (plan.extendedHeaders()) {
+                // First, as the spec orders it: granted, it takes the place of NBD_OPT_STRUCTURED_REPLY.
+                pending.add(NbdOption.EXTENDED_HEADERS);
+            }
             pending.add(NbdOption.STRUCTURED_REPLY);
             if (plan.listMetaContexts()) {
                 pending.add(NbdOption.LIST_META_CONTEXT);
@@ -201,7 +210,7 @@ public final class Handshaker extends ByteToMessageDecoder {
                 data.writeInt(plan.metaContexts().size());
                 plan.metaContexts().forEach(name -> writeString(data, name));
             }
-            default -> { } // LIST and STRUCTURED_REPLY carry no data
+            default -> { } // LIST, STRUCTURED_REPLY and EXTENDED_HEADERS carry no data
         }
         ByteBuf header = ctx.alloc().buffer(16);
         header.writeLong(IHAVEOPT).writeInt(current.code()).writeInt(data.readableBytes());
@@ -338,6 +347,12 @@ public final class Handshaker extends ByteToMessageDecoder {
     private void onOptionAck(ChannelHandlerContext ctx) throws NbdException {
         switch (current) {
             case STRUCTURED_REPLY -> structuredReplies = true;
+            case EXTENDED_HEADERS -> {
+                // Extended headers bring structured replies with them; asking for those too could only be refused.
+                extendedHeaders = true;
+                structuredReplies = true;
+                pending.remove(NbdOption.STRUCTURED_REPLY);
+            }
             case LIST -> {
                 finish(ctx, new HandshakeResult(null, List.copyOf(exports), List.of(), false));
                 return;
@@ -358,6 +373,12 @@ public final class Handshaker extends ByteToMessageDecoder {
         NbdOptionException refusal = new NbdOptionException(current.code(), type, message);
         if (refusal.is(OptionReplyType.ERR_SHUTDOWN)) {
             throw refusal; // the spec asks for a soft disconnect: fail() sends NBD_OPT_ABORT
+        }
+        if (current == NbdOption.EXTENDED_HEADERS) {
+            // Any other refusal, NBD_REP_ERR_TLS_REQD too: go on as without it, so what follows is
+            // answered (and reported) exactly as it was before extended headers were asked for.
+            sendNextOption(ctx);
+            return;
         }
         if (current == NbdOption.STARTTLS) {
             throw new NbdOptionException(current.code(), type, message, (refusal.is(OptionReplyType.ERR_UNSUP)
@@ -383,6 +404,12 @@ public final class Handshaker extends ByteToMessageDecoder {
                 sendNextOption(ctx);
             }
             case GO, INFO -> {
+                if (refusal.is(OptionReplyType.ERR_UNSUP) && current == NbdOption.GO && extendedHeaders) {
+                    // The spec forbids both: a server that granted extended headers must support GO, and
+                    // NBD_OPT_EXPORT_NAME must not follow them.
+                    throw new NbdProtocolException("the server refused NBD_OPT_GO as unsupported after granting "
+                            + "NBD_OPT_EXTENDED_HEADERS, which requires it (and rules out NBD_OPT_EXPORT_NAME)");
+                }
                 if (refusal.is(OptionReplyType.ERR_UNSUP)) {
                     // An older server: INFO falls back to GO, GO to the export name option (without block sizes).
                     pending.add(current == NbdOption.INFO ? NbdOption.GO : NbdOption.EXPORT_NAME);
@@ -418,7 +445,7 @@ public final class Handshaker extends ByteToMessageDecoder {
         }
         String name = canonicalName != null && !canonicalName.isEmpty() ? canonicalName : plan.exportName();
         ExportInfo export = new ExportInfo(name, description, size, transmissionFlags, blocks, blockSize != null,
-                structuredReplies, Map.copyOf(metaContexts));
+                structuredReplies, extendedHeaders, Map.copyOf(metaContexts));
         finish(ctx, new HandshakeResult(export, List.of(), List.copyOf(availableMetaContexts), transmission));
     }
 

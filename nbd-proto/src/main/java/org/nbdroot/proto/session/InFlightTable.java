@@ -4,6 +4,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import org.nbdroot.proto.wire.Command;
+import org.nbdroot.proto.wire.HeaderStyle;
 import org.nbdroot.proto.wire.NbdConstants;
 import org.nbdroot.proto.wire.ReplyExpectations;
 
@@ -18,7 +19,7 @@ final class InFlightTable implements ReplyExpectations {
     static final int MAX_ERROR_CHUNK = 4 + 2 + NbdConstants.MAX_STRING_LENGTH + 8;
     private static final int MAX_BLOCK_STATUS_CHUNK = 16 * 1024 * 1024;
 
-    private final boolean structuredReplies;
+    private final HeaderStyle style;
     private final int minimumBlock;
     private NbdRequest[] slots = new NbdRequest[64];
     private int[] uses = new int[64];
@@ -27,9 +28,13 @@ final class InFlightTable implements ReplyExpectations {
     private int nextUnused;
     private int size;
 
-    InFlightTable(boolean structuredReplies, int minimumBlock) {
-        this.structuredReplies = structuredReplies;
+    InFlightTable(HeaderStyle style, int minimumBlock) {
+        this.style = style;
         this.minimumBlock = minimumBlock;
+    }
+
+    InFlightTable(boolean structuredReplies, int minimumBlock) {
+        this(HeaderStyle.of(structuredReplies, false), minimumBlock);
     }
 
     long add(NbdRequest request) {
@@ -115,7 +120,13 @@ final class InFlightTable implements ReplyExpectations {
         if (request.command != Command.READ) {
             return 0;
         }
-        return structuredReplies ? SIMPLE_REPLY_FORBIDDEN : request.length;
+        return style.chunks() ? SIMPLE_REPLY_FORBIDDEN : request.length;
+    }
+
+    @Override
+    public long requestOffset(long handle) {
+        NbdRequest request = get(handle);
+        return request == null ? UNKNOWN_OFFSET : request.offset;
     }
 
     @Override
@@ -127,7 +138,9 @@ final class InFlightTable implements ReplyExpectations {
         return switch (request.command) {
             case READ -> Math.max(MAX_ERROR_CHUNK, request.length + 8);
             case BLOCK_STATUS -> (int) Math.max(MAX_ERROR_CHUNK,
-                    Math.min(MAX_BLOCK_STATUS_CHUNK, 4 + 8L * (request.length / minimumBlock + 2)));
+                    Math.min(MAX_BLOCK_STATUS_CHUNK, style == HeaderStyle.EXTENDED
+                            ? 8 + 16L * (request.length / minimumBlock + 2)
+                            : 4 + 8L * (request.length / minimumBlock + 2)));
             default -> MAX_ERROR_CHUNK;
         };
     }

@@ -40,6 +40,7 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     private final Channel channel;
     private final ExportInfo export;
     private final InFlightTable inFlight;
+    private final RequestEncoder encoder;
     private final Queue<NbdRequest> submitted = PlatformDependent.newMpscQueue();
     private final AtomicBoolean drainScheduled = new AtomicBoolean();
     private final Runnable drain = this::drain;
@@ -73,7 +74,8 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         this.lossListener = lossListener;
         this.channel = channel;
         this.export = export;
-        this.inFlight = new InFlightTable(export.structuredReplies(), export.blockSize().minimum());
+        this.inFlight = new InFlightTable(export.headerStyle(), export.blockSize().minimum());
+        this.encoder = RequestEncoder.of(export.headerStyle());
     }
 
     /**
@@ -187,9 +189,9 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             long handle = inFlight.add(request);
             request.sentAt = now != 0 ? now : (now = System.nanoTime());
             if (headers == null) {
-                headers = channel.alloc().directBuffer(RequestEncoder.HEADER_LENGTH * 16);
+                headers = channel.alloc().directBuffer(encoder.headerLength() * 16);
             }
-            RequestEncoder.writeHeader(headers, request.command, request.flags, handle, request.offset, request.length);
+            encoder.writeHeader(headers, request.command, request.flags, handle, request.offset, request.length);
             if (request.payload != null) {
                 channel.write(headers, channel.voidPromise());
                 headers = null;
@@ -259,7 +261,8 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             }
             case NbdConstants.REPLY_TYPE_OFFSET_DATA -> onOffsetData(request, payload);
             case NbdConstants.REPLY_TYPE_OFFSET_HOLE -> onOffsetHole(request, payload);
-            case NbdConstants.REPLY_TYPE_BLOCK_STATUS -> onBlockStatus(request, payload);
+            case NbdConstants.REPLY_TYPE_BLOCK_STATUS, NbdConstants.REPLY_TYPE_BLOCK_STATUS_EXT ->
+                    onBlockStatus(request, type, payload);
             default -> {
                 if (!NbdConstants.isErrorReplyType(type)) {
                     throw new NbdProtocolException(String.format("unknown reply chunk type %d for %s", type,
@@ -342,37 +345,66 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         return request.data;
     }
 
-    private void onBlockStatus(NbdRequest request, ByteBuf payload) throws NbdProtocolException {
+    /**
+     * NBD_REPLY_TYPE_BLOCK_STATUS (32-bit extents) without extended headers, _EXT (a descriptor
+     * count, then 64-bit lengths and status) with them: the spec allows each only in its mode.
+     */
+    private void onBlockStatus(NbdRequest request, int type, ByteBuf payload) throws NbdProtocolException {
+        boolean wide = type == NbdConstants.REPLY_TYPE_BLOCK_STATUS_EXT;
+        String name = wide ? "NBD_REPLY_TYPE_BLOCK_STATUS_EXT" : "NBD_REPLY_TYPE_BLOCK_STATUS";
         if (request.command != Command.BLOCK_STATUS) {
-            throw new NbdProtocolException("NBD_REPLY_TYPE_BLOCK_STATUS answers " + request.describe());
+            throw new NbdProtocolException(name + " answers " + request.describe());
         }
-        if (payload == null || payload.readableBytes() < 12 || (payload.readableBytes() - 4) % 8 != 0) {
-            throw new NbdProtocolException("NBD_REPLY_TYPE_BLOCK_STATUS for " + request.describe()
-                    + " is not a context id followed by whole extents");
+        if (wide != export.extendedHeaders()) {
+            throw new NbdProtocolException(name + " for " + request.describe() + ", although extended headers were "
+                    + (wide ? "not negotiated (expected: NBD_REPLY_TYPE_BLOCK_STATUS)"
+                            : "negotiated (expected: NBD_REPLY_TYPE_BLOCK_STATUS_EXT)"));
+        }
+        int prefix = wide ? 8 : 4;
+        int descriptor = wide ? 16 : 8;
+        if (payload == null || payload.readableBytes() < prefix + descriptor
+                || (payload.readableBytes() - prefix) % descriptor != 0) {
+            throw new NbdProtocolException(String.format("%s for %s is %d bytes long, not a context id%s followed "
+                    + "by whole %d-byte extents", name, request.describe(), payload == null ? 0 : payload.readableBytes(),
+                    wide ? " and a descriptor count" : "", descriptor));
         }
         int contextId = payload.readInt();
+        if (wide) {
+            long count = payload.readUnsignedInt();
+            long present = payload.readableBytes() / descriptor;
+            if (count != present) {
+                throw new NbdProtocolException(String.format("%s for %s announces %d extents but carries %d",
+                        name, request.describe(), count, present));
+            }
+        }
         if (!export.metaContexts().containsKey(contextId)) {
-            throw new NbdProtocolException("NBD_REPLY_TYPE_BLOCK_STATUS names meta context id " + contextId
+            throw new NbdProtocolException(name + " names meta context id " + contextId
                     + ", which was not negotiated");
         }
         if (contextId != request.metaContextId) {
             return; // a context we did not ask about in this request
         }
         if (request.extents != null) {
-            throw new NbdProtocolException("two NBD_REPLY_TYPE_BLOCK_STATUS chunks for one context in "
-                    + request.describe());
+            throw new NbdProtocolException("two block status chunks for one context in " + request.describe());
         }
-        List<Extent> extents = new ArrayList<>(payload.readableBytes() / 8);
+        List<Extent> extents = new ArrayList<>(payload.readableBytes() / descriptor);
         long position = request.offset;
         long end = request.offset + request.length;
         while (payload.isReadable() && position < end) {
-            long length = payload.readUnsignedInt();
-            int flags = payload.readInt();
+            long length = wide ? payload.readLong() : payload.readUnsignedInt();
+            long status = wide ? payload.readLong() : payload.readUnsignedInt();
             if (length == 0) {
                 throw new NbdProtocolException("block status extent of length 0 in the reply to " + request.describe());
             }
-            long clipped = Math.min(length, end - position); // the last extent may run past the request
-            extents.add(new Extent(position, clipped, flags));
+            if (status >>> 32 != 0) {
+                // The contexts asked for (base:allocation) define 32 status bits; more would be lost here.
+                throw new NbdProtocolException(String.format("block status extent with status %#x in the reply to %s "
+                        + "(expected: 32 bits, as %s defines)", status, request.describe(),
+                        export.metaContexts().get(contextId)));
+            }
+            // The last extent may run past the request; unsigned, so a 64-bit length of 2^63 or more clips too.
+            long clipped = Long.compareUnsigned(length, end - position) > 0 ? end - position : length;
+            extents.add(new Extent(position, clipped, (int) status));
             position += clipped;
         }
         request.extents = extents;
@@ -466,8 +498,8 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         }
         long handle = inFlight.add(flush);
         flush.sentAt = System.nanoTime();
-        ByteBuf header = channel.alloc().directBuffer(RequestEncoder.HEADER_LENGTH);
-        RequestEncoder.writeHeader(header, Command.FLUSH, 0, handle, 0, 0);
+        ByteBuf header = channel.alloc().directBuffer(encoder.headerLength());
+        encoder.writeHeader(header, Command.FLUSH, 0, handle, 0, 0);
         channel.writeAndFlush(header, channel.voidPromise());
         inFlightEstimate = inFlight.size();
     }
@@ -532,8 +564,8 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         if (!channel.isActive()) {
             return;
         }
-        ByteBuf disc = channel.alloc().buffer(RequestEncoder.HEADER_LENGTH);
-        RequestEncoder.writeHeader(disc, Command.DISC, 0, 0, 0, 0);
+        ByteBuf disc = channel.alloc().buffer(encoder.headerLength());
+        encoder.writeHeader(disc, Command.DISC, 0, 0, 0, 0);
         channel.writeAndFlush(disc).addListener(ChannelFutureListener.CLOSE);
     }
 

@@ -180,7 +180,7 @@ public final class NbdSession implements AutoCloseable {
         NbdConnection connection = new NbdConnection(ctx.channel(), result.export(), listener);
         connection.watchReplies(requestTimeout);
         ctx.pipeline().addLast("replies", new ReplyDecoder(connection.expectations(),
-                result.export().structuredReplies()));
+                result.export().headerStyle()));
         ctx.pipeline().addLast("connection", connection);
         return connection;
     }

@@ -15,6 +15,8 @@ import org.nbdroot.proto.wire.NbdConstants;
  *
  * @param connections       connections to open; more than one only when the server sets CAN_MULTI_CONN
  * @param structuredReplies ask for structured replies
+ * @param extendedHeaders   ask for extended headers first (only with structured replies); a server that
+ *                          refuses gets the compact headers, as a server without them always did
  * @param metaContexts      meta contexts to negotiate (block status needs base:allocation)
  * @param connectTimeout    for the TCP or Unix connect
  * @param handshakeTimeout  for the whole handshake of one connection
@@ -32,7 +34,8 @@ public record SessionOptions(
         Duration handshakeTimeout,
         ReconnectPolicy reconnect,
         Duration requestTimeout,
-        TlsConfig tls) {
+        TlsConfig tls,
+        boolean extendedHeaders) {
 
     /**
      * 30 s: far beyond any healthy reply (a loaded server answers in milliseconds; nbdkit's
@@ -42,7 +45,7 @@ public record SessionOptions(
     public static final Duration DEFAULT_REQUEST_TIMEOUT = Duration.ofSeconds(30);
 
     public static final SessionOptions DEFAULT = new SessionOptions(1, true, List.of(NbdConstants.BASE_ALLOCATION),
-            NbdConnector.DEFAULT_CONNECT_TIMEOUT, HandshakePlan.DEFAULT_TIMEOUT, null, DEFAULT_REQUEST_TIMEOUT, null);
+            NbdConnector.DEFAULT_CONNECT_TIMEOUT, HandshakePlan.DEFAULT_TIMEOUT, null, DEFAULT_REQUEST_TIMEOUT, null, true);
 
     public SessionOptions(int connections, boolean structuredReplies, List<String> metaContexts, Duration connectTimeout,
             Duration handshakeTimeout) {
@@ -61,6 +64,12 @@ public record SessionOptions(
                 null);
     }
 
+    public SessionOptions(int connections, boolean structuredReplies, List<String> metaContexts, Duration connectTimeout,
+            Duration handshakeTimeout, ReconnectPolicy reconnect, Duration requestTimeout, TlsConfig tls) {
+        this(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect, requestTimeout,
+                tls, true);
+    }
+
     public SessionOptions {
         if (connections < 1) {
             throw new IllegalArgumentException("connections must be at least 1, not " + connections);
@@ -73,32 +82,38 @@ public record SessionOptions(
 
     public SessionOptions withConnections(int n) {
         return new SessionOptions(n, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                requestTimeout, tls);
+                requestTimeout, tls, extendedHeaders);
     }
 
     public SessionOptions withStructuredReplies(boolean on) {
         return new SessionOptions(connections, on, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                requestTimeout, tls);
+                requestTimeout, tls, extendedHeaders);
+    }
+
+    /** Whether to ask for NBD_OPT_EXTENDED_HEADERS (on by default); off keeps the compact headers. */
+    public SessionOptions withExtendedHeaders(boolean on) {
+        return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
+                requestTimeout, tls, on);
     }
 
     public SessionOptions withReconnect(ReconnectPolicy policy) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, policy,
-                requestTimeout, tls);
+                requestTimeout, tls, extendedHeaders);
     }
 
     public SessionOptions withRequestTimeout(Duration timeout) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                timeout, tls);
+                timeout, tls, extendedHeaders);
     }
 
     public SessionOptions withHandshakeTimeout(Duration timeout) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, timeout, reconnect,
-                requestTimeout, tls);
+                requestTimeout, tls, extendedHeaders);
     }
 
     public SessionOptions withTls(TlsConfig config) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                requestTimeout, config);
+                requestTimeout, config, extendedHeaders);
     }
 
     /**
@@ -124,6 +139,7 @@ public record SessionOptions(
     HandshakePlan plan(String exportName) {
         return HandshakePlan.transmission(exportName)
                 .withStructuredReplies(structuredReplies)
+                .withExtendedHeaders(structuredReplies && extendedHeaders)
                 .withMetaContexts(structuredReplies ? metaContexts : List.of())
                 .withTimeout(handshakeTimeout);
     }

@@ -31,9 +31,14 @@ public final class NbdConstants {
     public static final int REQUEST_MAGIC = 0x25609513;
     public static final int SIMPLE_REPLY_MAGIC = 0x67446698;
     public static final int STRUCTURED_REPLY_MAGIC = 0x668e33ef;
+    /** With NBD_OPT_EXTENDED_HEADERS every request and every reply has a 32-byte header of its own magic. */
+    public static final int EXTENDED_REQUEST_MAGIC = 0x21e41c71;
+    public static final int EXTENDED_REPLY_MAGIC = 0x6e8a278c;
     public static final int REQUEST_HEADER_LENGTH = 28;
+    public static final int EXTENDED_REQUEST_HEADER_LENGTH = 32;
     public static final int SIMPLE_REPLY_HEADER_LENGTH = 16;
     public static final int STRUCTURED_REPLY_HEADER_LENGTH = 20;
+    public static final int EXTENDED_REPLY_HEADER_LENGTH = 32;
 
     public static final int REPLY_FLAG_DONE = 1 << 0;
 
@@ -41,6 +46,8 @@ public final class NbdConstants {
     public static final int REPLY_TYPE_OFFSET_DATA = 1;
     public static final int REPLY_TYPE_OFFSET_HOLE = 2;
     public static final int REPLY_TYPE_BLOCK_STATUS = 5;
+    /** Block status with 64-bit extent lengths and status: the only kind allowed once extended headers are on. */
+    public static final int REPLY_TYPE_BLOCK_STATUS_EXT = 6;
     public static final int REPLY_TYPE_ERROR = (1 << 15) + 1;
     public static final int REPLY_TYPE_ERROR_OFFSET = (1 << 15) + 2;
 

@@ -724,8 +724,9 @@ class HandshakerTest {
 
     // ---- Helpers ----
 
+    /** The compact-header plan the scripts above follow; {@link HandshakerExtendedHeadersTest} asks for more. */
     private static HandshakePlan plan(String exportName) {
-        return HandshakePlan.transmission(exportName).withTimeout(TIMEOUT);
+        return HandshakePlan.transmission(exportName).withExtendedHeaders(false).withTimeout(TIMEOUT);
     }
 
     private void start(HandshakePlan plan) {

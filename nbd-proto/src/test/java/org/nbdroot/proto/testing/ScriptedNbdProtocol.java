@@ -49,6 +49,7 @@ public final class ScriptedNbdProtocol {
     // Early drafts numbered these 10 and 11 (with NBD_OPT_BLOCK_SIZE at 9); the merged spec uses 9 and 10.
     public static final int NBD_OPT_LIST_META_CONTEXT = 9;
     public static final int NBD_OPT_SET_META_CONTEXT = 10;
+    public static final int NBD_OPT_EXTENDED_HEADERS = 11;
 
     // Option reply types; errors have bit 31 set.
     public static final int NBD_REP_ACK = 1;
@@ -65,6 +66,7 @@ public final class ScriptedNbdProtocol {
     public static final int NBD_REP_ERR_SHUTDOWN = NBD_REP_FLAG_ERROR + 7;
     public static final int NBD_REP_ERR_BLOCK_SIZE_REQD = NBD_REP_FLAG_ERROR + 8;
     public static final int NBD_REP_ERR_TOO_BIG = NBD_REP_FLAG_ERROR + 9;
+    public static final int NBD_REP_ERR_EXT_HEADER_REQD = NBD_REP_FLAG_ERROR + 10;
 
     // NBD_REP_INFO information types.
     public static final int NBD_INFO_EXPORT = 0;
@@ -75,6 +77,8 @@ public final class ScriptedNbdProtocol {
     // Transmission: requests.
     public static final int NBD_REQUEST_MAGIC = 0x25609513;
     public static final int REQUEST_HEADER_LENGTH = 28;
+    /** With NBD_OPT_EXTENDED_HEADERS: 32-byte requests, a 64-bit length. */
+    public static final int NBD_EXTENDED_REQUEST_MAGIC = 0x21e41c71;
 
     public static final int NBD_CMD_READ = 0;
     public static final int NBD_CMD_WRITE = 1;
@@ -90,12 +94,17 @@ public final class ScriptedNbdProtocol {
     public static final int NBD_CMD_FLAG_DF = 1 << 2;
     public static final int NBD_CMD_FLAG_REQ_ONE = 1 << 3;
     public static final int NBD_CMD_FLAG_FAST_ZERO = 1 << 4;
+    /** Extended headers only: the length is a payload length; MUST be set on NBD_CMD_WRITE. */
+    public static final int NBD_CMD_FLAG_PAYLOAD_LEN = 1 << 5;
 
     // Transmission: replies.
     public static final int NBD_SIMPLE_REPLY_MAGIC = 0x67446698;
     public static final int NBD_STRUCTURED_REPLY_MAGIC = 0x668e33ef;
     public static final int SIMPLE_REPLY_HEADER_LENGTH = 16;
     public static final int STRUCTURED_REPLY_HEADER_LENGTH = 20;
+    /** With NBD_OPT_EXTENDED_HEADERS: every reply, 32 bytes (magic, flags, type, cookie, offset, 64-bit length). */
+    public static final int NBD_EXTENDED_REPLY_MAGIC = 0x6e8a278c;
+    public static final int EXTENDED_REPLY_HEADER_LENGTH = 32;
 
     public static final int NBD_REPLY_FLAG_DONE = 1 << 0;
 
@@ -103,6 +112,7 @@ public final class ScriptedNbdProtocol {
     public static final int NBD_REPLY_TYPE_OFFSET_DATA = 1;
     public static final int NBD_REPLY_TYPE_OFFSET_HOLE = 2;
     public static final int NBD_REPLY_TYPE_BLOCK_STATUS = 5;
+    public static final int NBD_REPLY_TYPE_BLOCK_STATUS_EXT = 6;
     public static final int NBD_REPLY_TYPE_ERROR = (1 << 15) + 1;
     public static final int NBD_REPLY_TYPE_ERROR_OFFSET = (1 << 15) + 2;
 
@@ -155,6 +165,7 @@ public final class ScriptedNbdProtocol {
             case NBD_OPT_STRUCTURED_REPLY -> "NBD_OPT_STRUCTURED_REPLY";
             case NBD_OPT_LIST_META_CONTEXT -> "NBD_OPT_LIST_META_CONTEXT";
             case NBD_OPT_SET_META_CONTEXT -> "NBD_OPT_SET_META_CONTEXT";
+            case NBD_OPT_EXTENDED_HEADERS -> "NBD_OPT_EXTENDED_HEADERS";
             default -> "option " + option;
         };
     }

@@ -183,6 +183,8 @@ public final class ScriptedNbdServer implements AutoCloseable {
     private final boolean supportsGo;
     private final boolean supportsStructuredReplies;
     private final boolean supportsMetaContexts;
+    private final boolean supportsExtendedHeaders;
+    private final boolean compactRepliesDespiteExtendedHeaders;
     private final boolean advertiseNoZeroes;
     private final int readChunkSize;
     private final boolean shuffleChunks;
@@ -230,6 +232,8 @@ public final class ScriptedNbdServer implements AutoCloseable {
         this.supportsGo = b.supportsGo;
         this.supportsStructuredReplies = b.supportsStructuredReplies;
         this.supportsMetaContexts = b.supportsMetaContexts;
+        this.supportsExtendedHeaders = b.supportsExtendedHeaders;
+        this.compactRepliesDespiteExtendedHeaders = b.compactRepliesDespiteExtendedHeaders;
         this.advertiseNoZeroes = b.advertiseNoZeroes;
         this.readChunkSize = b.readChunkSize;
         this.shuffleChunks = b.shuffleChunks;
@@ -565,6 +569,8 @@ public final class ScriptedNbdServer implements AutoCloseable {
         // Negotiated during the handshake.
         boolean clientNoZeroes;
         boolean structuredReplies;
+        /** NBD_OPT_EXTENDED_HEADERS granted: 32-byte requests, and every reply re-encoded by {@link #extended}. */
+        boolean extendedHeaders;
         boolean metaContextSelected;
         String metaContextExport;
         boolean metaContextActive;
@@ -579,6 +585,8 @@ public final class ScriptedNbdServer implements AutoCloseable {
         final Deque<Reply> window = new ArrayDeque<>();
         final Set<Long> inFlight = new HashSet<>();
         final Set<Long> handlesSeen = new HashSet<>();
+        /** Each outstanding request's offset, which an extended reply header repeats. */
+        final java.util.Map<Long, Long> requestOffsets = new java.util.HashMap<>();
         boolean stalled;
 
         Connection(int id, Socket socket) {
@@ -703,6 +711,9 @@ public final class ScriptedNbdServer implements AutoCloseable {
 
                 switch (option) {
                     case NBD_OPT_EXPORT_NAME -> {
+                        if (extendedHeaders) {
+                            violation("NBD_OPT_EXPORT_NAME after extended headers were negotiated; the client MUST NOT");
+                        }
                         return exportName(data);
                     }
                     case NBD_OPT_ABORT -> {
@@ -719,8 +730,12 @@ public final class ScriptedNbdServer implements AutoCloseable {
                             return true;
                         }
                     }
+                    case NBD_OPT_EXTENDED_HEADERS -> extendedHeadersOption(data);
                     case NBD_OPT_STRUCTURED_REPLY -> {
-                        if (!supportsStructuredReplies) {
+                        if (extendedHeaders) {
+                            optionError(option, NBD_REP_ERR_EXT_HEADER_REQD,
+                                    "extended headers are on, and take precedence over structured replies");
+                        } else if (!supportsStructuredReplies) {
                             optionError(option, NBD_REP_ERR_UNSUP, "structured replies are switched off");
                         } else if (data.length != 0) {
                             violation("NBD_OPT_STRUCTURED_REPLY carried " + data.length + " bytes of data");
@@ -733,6 +748,20 @@ public final class ScriptedNbdServer implements AutoCloseable {
                     case NBD_OPT_LIST_META_CONTEXT, NBD_OPT_SET_META_CONTEXT -> metaContext(option, data);
                     default -> optionError(option, NBD_REP_ERR_UNSUP, optionName(option) + " is not supported");
                 }
+            }
+        }
+
+        /** {@code NBD_OPT_EXTENDED_HEADERS}: granted, it brings structured replies with it. */
+        void extendedHeadersOption(byte[] data) throws IOException {
+            if (!supportsExtendedHeaders) {
+                optionError(NBD_OPT_EXTENDED_HEADERS, NBD_REP_ERR_UNSUP, "extended headers are switched off");
+            } else if (data.length != 0) {
+                violation("NBD_OPT_EXTENDED_HEADERS carried " + data.length + " bytes of data");
+                optionError(NBD_OPT_EXTENDED_HEADERS, NBD_REP_ERR_INVALID, "NBD_OPT_EXTENDED_HEADERS takes no data");
+            } else {
+                extendedHeaders = true;
+                structuredReplies = true;
+                optionReply(NBD_OPT_EXTENDED_HEADERS, NBD_REP_ACK, new byte[0]);
             }
         }
 
@@ -996,8 +1025,10 @@ public final class ScriptedNbdServer implements AutoCloseable {
                     flushWindow(); // the client is waiting for us, not sending more
                 }
                 int magic = in.readInt();
-                if (magic != NBD_REQUEST_MAGIC) {
-                    violation("request magic " + hex(magic & 0xffffffffL) + " is not NBD_REQUEST_MAGIC");
+                int expectedMagic = extendedHeaders ? NBD_EXTENDED_REQUEST_MAGIC : NBD_REQUEST_MAGIC;
+                if (magic != expectedMagic) {
+                    violation("request magic " + hex(magic & 0xffffffffL) + " is not "
+                            + (extendedHeaders ? "NBD_EXTENDED_REQUEST_MAGIC" : "NBD_REQUEST_MAGIC"));
                     flushWindow();
                     return;
                 }
@@ -1005,7 +1036,8 @@ public final class ScriptedNbdServer implements AutoCloseable {
                 int type = in.readUnsignedShort();
                 long handle = in.readLong();
                 long offset = in.readLong();
-                long length = in.readInt() & 0xffffffffL;
+                long length = extendedHeaders ? in.readLong() : in.readInt() & 0xffffffffL;
+                requestOffsets.put(handle, offset);
                 ScriptedRequest request = new ScriptedRequest(id, type, commandFlags, handle, offset, length);
                 record(() -> requests.add(request));
 
@@ -1023,6 +1055,21 @@ public final class ScriptedNbdServer implements AutoCloseable {
                 }
 
                 byte[] payload = null;
+                boolean payloadLen = extendedHeaders && (commandFlags & NBD_CMD_FLAG_PAYLOAD_LEN) != 0;
+                if (extendedHeaders && type == NBD_CMD_WRITE && !payloadLen) {
+                    violation("NBD_CMD_WRITE without NBD_CMD_FLAG_PAYLOAD_LEN under extended headers; dropping the "
+                            + "connection");
+                    return;
+                }
+                if (payloadLen && type != NBD_CMD_WRITE) {
+                    // The server SHOULD consume the payload, then fail the command (validate() refuses the flag).
+                    if (length > MAX_OPTION_LENGTH) {
+                        violation(commandName(type) + " with a payload of " + Long.toUnsignedString(length)
+                                + " bytes; dropping the connection");
+                        return;
+                    }
+                    in.readFully(new byte[(int) length]);
+                }
                 if (type == NBD_CMD_WRITE) {
                     if (length > Math.max(disk.length, 1 << 25)) {
                         violation("NBD_CMD_WRITE of " + length
@@ -1082,8 +1129,9 @@ public final class ScriptedNbdServer implements AutoCloseable {
                     continue;
                 }
                 for (byte[] frame : reply.frames()) {
-                    out.write(frame);
+                    out.write(extendedHeaders && !compactRepliesDespiteExtendedHeaders ? extended(frame) : frame);
                 }
+                requestOffsets.remove(reply.handle());
                 if (reply.closeAfter()) {
                     out.flush();
                     socket.close();
@@ -1174,6 +1222,7 @@ public final class ScriptedNbdServer implements AutoCloseable {
                 case NBD_CMD_WRITE_ZEROES -> allowed |= NBD_CMD_FLAG_NO_HOLE
                         | ((flags & NBD_FLAG_SEND_FAST_ZERO) != 0 ? NBD_CMD_FLAG_FAST_ZERO : 0);
                 case NBD_CMD_BLOCK_STATUS -> allowed |= NBD_CMD_FLAG_REQ_ONE;
+                case NBD_CMD_WRITE -> allowed |= extendedHeaders ? NBD_CMD_FLAG_PAYLOAD_LEN : 0;
                 default -> {}
             }
             int extra = r.flags() & ~allowed;
@@ -1344,6 +1393,61 @@ public final class ScriptedNbdServer implements AutoCloseable {
             return chunk(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, r.handle(), b.array());
         }
 
+        /**
+         * One compact frame as an extended reply: a simple reply becomes {@code NBD_REPLY_TYPE_NONE} or
+         * an error chunk (the spec allows no simple replies then), a chunk gets the 32-byte header with
+         * its request's offset, and {@code NBD_REPLY_TYPE_BLOCK_STATUS} becomes {@code _EXT}. A frame
+         * that is not whole (a fault's) goes as it is.
+         */
+        byte[] extended(byte[] frame) {
+            ByteBuffer b = ByteBuffer.wrap(frame);
+            if (frame.length == SIMPLE_REPLY_HEADER_LENGTH && b.getInt(0) == NBD_SIMPLE_REPLY_MAGIC) {
+                int error = b.getInt(4);
+                long handle = b.getLong(8);
+                byte[] payload = error == 0 ? new byte[0] : ByteBuffer.allocate(6).putInt(error).putShort((short) 0).array();
+                return extendedChunk(NBD_REPLY_FLAG_DONE, error == 0 ? NBD_REPLY_TYPE_NONE : NBD_REPLY_TYPE_ERROR,
+                        handle, payload);
+            }
+            if (frame.length < SIMPLE_REPLY_HEADER_LENGTH && frame.length >= 4
+                    && (b.getInt(0) == NBD_SIMPLE_REPLY_MAGIC || b.getInt(0) == NBD_STRUCTURED_REPLY_MAGIC)) {
+                // The start of a header cut short (CLOSE_MID_REPLY): as much of an extended one.
+                byte[] cut = frame.clone();
+                ByteBuffer.wrap(cut).putInt(0, NBD_EXTENDED_REPLY_MAGIC);
+                return cut;
+            }
+            if (frame.length < STRUCTURED_REPLY_HEADER_LENGTH || b.getInt(0) != NBD_STRUCTURED_REPLY_MAGIC
+                    || frame.length != STRUCTURED_REPLY_HEADER_LENGTH + b.getInt(16)) {
+                return frame;
+            }
+            int flags = b.getShort(4) & 0xffff;
+            int type = b.getShort(6) & 0xffff;
+            long handle = b.getLong(8);
+            byte[] payload = Arrays.copyOfRange(frame, STRUCTURED_REPLY_HEADER_LENGTH, frame.length);
+            if (type == NBD_REPLY_TYPE_BLOCK_STATUS) {
+                ByteBuffer narrow = ByteBuffer.wrap(payload);
+                int count = (payload.length - 4) / 8;
+                ByteBuffer wide = ByteBuffer.allocate(8 + 16 * count).putInt(narrow.getInt()).putInt(count);
+                for (int i = 0; i < count; i++) {
+                    wide.putLong(narrow.getInt() & 0xffffffffL).putLong(narrow.getInt() & 0xffffffffL);
+                }
+                type = NBD_REPLY_TYPE_BLOCK_STATUS_EXT;
+                payload = wide.array();
+            }
+            return extendedChunk(flags, type, handle, payload);
+        }
+
+        byte[] extendedChunk(int flags, int type, long handle, byte[] payload) {
+            return ByteBuffer.allocate(EXTENDED_REPLY_HEADER_LENGTH + payload.length)
+                    .putInt(NBD_EXTENDED_REPLY_MAGIC)
+                    .putShort((short) flags)
+                    .putShort((short) type)
+                    .putLong(handle)
+                    .putLong(requestOffsets.getOrDefault(handle, 0L))
+                    .putLong(payload.length)
+                    .put(payload)
+                    .array();
+        }
+
         /** Turns a correct reply into the faulty one. */
         Reply corrupt(Fault fault, ScriptedRequest r, Reply reply) {
             long handle = r.handle();
@@ -1505,6 +1609,8 @@ public final class ScriptedNbdServer implements AutoCloseable {
         private boolean supportsGo = true;
         private boolean supportsStructuredReplies = true;
         private boolean supportsMetaContexts = true;
+        private boolean supportsExtendedHeaders;
+        private boolean compactRepliesDespiteExtendedHeaders;
         private boolean advertiseNoZeroes = true;
         private int readChunkSize;
         private boolean shuffleChunks;
@@ -1586,6 +1692,26 @@ public final class ScriptedNbdServer implements AutoCloseable {
         /** When off, the meta context options get {@code NBD_REP_ERR_UNSUP}. */
         public Builder supportsMetaContexts(boolean supported) {
             this.supportsMetaContexts = supported;
+            return this;
+        }
+
+        /**
+         * When on, {@code NBD_OPT_EXTENDED_HEADERS} is granted (with structured replies implied): requests
+         * must then be extended, and every reply goes as an extended chunk, block status as
+         * {@code NBD_REPLY_TYPE_BLOCK_STATUS_EXT}. Default off: {@code NBD_REP_ERR_UNSUP}, as from the
+         * servers of Debian 12.
+         */
+        public Builder supportsExtendedHeaders(boolean supported) {
+            this.supportsExtendedHeaders = supported;
+            return this;
+        }
+
+        /**
+         * Misbehave: grant extended headers and read extended requests, but answer with the compact
+         * headers (simple replies and 20-byte structured chunks) as if they had not been agreed.
+         */
+        public Builder compactRepliesDespiteExtendedHeaders(boolean compact) {
+            this.compactRepliesDespiteExtendedHeaders = compact;
             return this;
         }
 

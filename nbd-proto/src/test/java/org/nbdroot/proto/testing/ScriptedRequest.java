@@ -8,7 +8,7 @@ package org.nbdroot.proto.testing;
  * @param flags the command flags ({@code NBD_CMD_FLAG_*})
  * @param handle the client's handle, echoed in every reply
  * @param offset the offset (unsigned; negative means above 2^63)
- * @param length the length, as an unsigned 32-bit value
+ * @param length the length, as an unsigned 32-bit value (64-bit under extended headers)
  */
 public record ScriptedRequest(int connection, int type, int flags, long handle, long offset, long length) {
 

@@ -453,6 +453,7 @@ class ReplyDecoderTest {
     static final class FakeExpectations implements ReplyExpectations {
         private final Map<Long, Integer> simple = new HashMap<>();
         private final Map<Long, Integer> chunkMax = new HashMap<>();
+        private final Map<Long, Long> offsets = new HashMap<>();
 
         /** A READ without structured replies: a simple reply carries its data. */
         FakeExpectations read(long handle, int length) {
@@ -478,6 +479,12 @@ class ReplyDecoderTest {
             return this;
         }
 
+        /** The offset of a handle's request (0 unless set), which an extended reply header must repeat. */
+        FakeExpectations offset(long handle, long offset) {
+            offsets.put(handle, offset);
+            return this;
+        }
+
         @Override
         public int simpleReplyDataLength(long handle) {
             return simple.getOrDefault(handle, UNKNOWN_HANDLE);
@@ -486,6 +493,12 @@ class ReplyDecoderTest {
         @Override
         public int maxChunkPayload(long handle) {
             return chunkMax.getOrDefault(handle, UNKNOWN_HANDLE);
+        }
+
+        @Override
+        public long requestOffset(long handle) {
+            boolean known = simple.containsKey(handle) || chunkMax.containsKey(handle);
+            return offsets.getOrDefault(handle, known ? 0 : UNKNOWN_OFFSET);
         }
     }
 }
