@@ -157,6 +157,50 @@ class MisbehavingMidLoadTest {
         }
     }
 
+    @org.junit.jupiter.api.Test
+    void aServerThatMisbehavesOnEveryRequestIsRetriedWithBackoffNotInALoop() throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(1 << 20).start()) {
+            NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
+                    options(true).withReconnect(new ReconnectPolicy(Duration.ofMillis(50), Duration.ofMillis(400), 0)))
+                    .get(10, TimeUnit.SECONDS);
+            CompletableFuture<ByteBuf> read;
+            try {
+                for (int n = 1; n <= 10_000; n++) {
+                    server.armFault(Fault.BAD_REPLY_MAGIC, n); // every request from now on
+                }
+                read = session.read(0, 4096);
+                Thread.sleep(3000);
+                long reconnects = session.reconnects();
+                // Backoff 50, 100, 200, 400, 400... ms: about 10 in 3 s. Without it: over a thousand.
+                assertTrue(reconnects >= 2 && reconnects <= 25, reconnects + " reconnects in 3 s");
+                assertTrue(!read.isDone(), "the read waits, as a disk's would, for a server that answers properly");
+                assertTrue(log.stream().anyMatch(m -> m.contains("backing off")), "the log says why it waits: " + log);
+            } finally {
+                session.close();
+            }
+            assertInstanceOf(org.nbdroot.proto.NbdException.class, EngineExtension.failureOf(read));
+        }
+    }
+
+    @org.junit.jupiter.api.Test
+    void withBoundedAttemptsAServerThatAlwaysMisbehavesFailsTheRequestNamingWhy() throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(1 << 20).start()) {
+            NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
+                    options(true).withReconnect(new ReconnectPolicy(Duration.ofMillis(20), Duration.ofMillis(100), 3)))
+                    .get(10, TimeUnit.SECONDS);
+            try {
+                for (int n = 1; n <= 10_000; n++) {
+                    server.armFault(Fault.BAD_REPLY_MAGIC, n);
+                }
+                Throwable failure = EngineExtension.failureOf(session.read(0, 4096));
+                assertTrue(failure.getMessage().contains("gave up reconnecting after 3 attempts")
+                        && failure.getMessage().contains("bad reply magic"), failure.getMessage());
+            } finally {
+                session.close();
+            }
+        }
+    }
+
     /** 400 requests, 32 in flight: 40% writes (each to a fresh block), the rest reads, a FLUSH every 50. */
     private static final class Load {
         final ScriptedNbdServer server;
