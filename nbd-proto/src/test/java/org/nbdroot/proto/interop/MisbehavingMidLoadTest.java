@@ -135,6 +135,39 @@ class MisbehavingMidLoadTest {
     }
 
     @ParameterizedTest(name = "{0}")
+    @CsvSource(delimiter = '|', value = {
+        "OVERLONG_STRING                 | bytes long (expected: <= 4096",
+        "SIZE_NOT_MULTIPLE_OF_MIN_BLOCK  | is not a multiple of the minimum block size",
+        "BAD_OPTION_REPLY_MAGIC          | bad option reply magic",
+        "OPTION_REPLY_FOR_OTHER_OPTION   | was asked",
+        "HUGE_OPTION_REPLY_LENGTH        | bytes long (expected: <=",
+        "OLDSTYLE_GREETING               | oldstyle",
+        "STALL_HANDSHAKE                 | handshake timed out after 1 s",
+    })
+    void aBrokenHandshakeOnTheReconnectIsTriedAgain(Fault fault, String expected) throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size((READ_BLOCKS + WRITE_BLOCKS) * BLOCK)
+                .readChunkSize(1024).start()) {
+            Load load = new Load(server, options(true).withHandshakeTimeout(Duration.ofSeconds(1)), 11);
+            try {
+                server.armFault(Fault.CLOSE_MID_REPLY, FAULT_AT); // breaks the connection mid-load
+                server.armFault(fault, 1); // and the first reconnect's handshake
+                load.run();
+
+                assertEquals(List.of(Fault.CLOSE_MID_REPLY, fault), server.firedFaults());
+                assertEquals(List.of(), load.wrongData);
+                assertEquals(List.of(), load.failures, "requests that failed: with reconnect on, none should");
+                assertTrue(log.stream().anyMatch(m -> m.startsWith("reconnect attempt 1 ") && m.contains(expected)),
+                        "the failed reconnect was logged with the fault's message (" + expected + "): " + log);
+                assertTrue(log.stream().anyMatch(m -> m.matches("reconnected to .* after 2 attempts; sending [1-9][0-9]* requests again")),
+                        "the second attempt got the connection back and sent the requests again: " + log);
+                load.assertAcknowledgedWritesAreOnTheServer();
+            } finally {
+                load.session.close();
+            }
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
     @CsvSource({"ERROR_CHUNK, true", "ERROR_OFFSET_CHUNK, true", "SIMPLE_ERROR, false", "SIMPLE_ERROR, true"})
     void anErrorReplyMidLoadFailsOnlyItsRequest(Fault fault, boolean structured) throws Exception {
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size((READ_BLOCKS + WRITE_BLOCKS) * BLOCK)
@@ -213,11 +246,15 @@ class MisbehavingMidLoadTest {
         final Semaphore inFlight = new Semaphore(DEPTH);
 
         Load(ScriptedNbdServer server, boolean structured, long seed) throws Exception {
+            this(server, options(structured), seed);
+        }
+
+        Load(ScriptedNbdServer server, SessionOptions options, long seed) throws Exception {
             this.server = server;
             random = new Random(seed);
             random.nextBytes(readOnlyRegion);
             server.write(0, readOnlyRegion);
-            session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(structured))
+            session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options)
                     .get(10, TimeUnit.SECONDS);
         }
 
