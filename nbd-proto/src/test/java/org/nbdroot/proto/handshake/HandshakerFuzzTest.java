@@ -59,7 +59,7 @@ class HandshakerFuzzTest {
         run(input);
     }
 
-    @Property(tries = 3000)
+    @Property(tries = 10_000)
     void endsWithWhatTheServerSentOrAnNbdExceptionOnRandomInput(@ForAll @Size(max = 600) byte[] input) {
         run(input);
     }

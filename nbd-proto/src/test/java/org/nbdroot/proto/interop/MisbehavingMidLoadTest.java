@@ -108,9 +108,26 @@ class MisbehavingMidLoadTest {
         "SHUTTING_DOWN                        | false | NBD_ESHUTDOWN",
     })
     void theSessionReconnectsAndNothingIsLostOrWrong(Fault fault, boolean structured, String expected) throws Exception {
+        reconnectsAndNothingIsLostOrWrong(fault, options(structured), expected);
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @CsvSource(delimiter = '|', value = {
+        "BAD_REPLY_MAGIC   | bad reply magic",
+        "MISSING_DATA      | after sending only",
+        "CLOSE_MID_REPLY   | server closed the connection",
+        "STALL             | the server stopped answering",
+        "SHUTTING_DOWN     | NBD_ESHUTDOWN",
+    })
+    void withTwoConnectionsTheOtherGoesOnAndTheBrokenOneComesBack(Fault fault, String expected) throws Exception {
+        reconnectsAndNothingIsLostOrWrong(fault, options(true).withConnections(2), expected);
+    }
+
+    private void reconnectsAndNothingIsLostOrWrong(Fault fault, SessionOptions options, String expected)
+            throws Exception {
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size((READ_BLOCKS + WRITE_BLOCKS) * BLOCK)
                 .readChunkSize(1024).seed(fault.ordinal()).start()) {
-            Load load = new Load(server, structured, fault.ordinal());
+            Load load = new Load(server, options, fault.ordinal());
             try {
                 server.armFault(fault, FAULT_AT);
                 load.run();
@@ -121,7 +138,7 @@ class MisbehavingMidLoadTest {
                 assertTrue(load.session.reconnects() >= 1, "the session reconnected");
                 String anyOf = java.util.Arrays.stream(expected.split("; "))
                         .map(java.util.regex.Pattern::quote).collect(java.util.stream.Collectors.joining("|"));
-                assertTrue(log.stream().anyMatch(m -> m.matches("connection 0 .* lost \\(.*(" + anyOf
+                assertTrue(log.stream().anyMatch(m -> m.matches("connection [0-9] .* lost \\(.*(" + anyOf
                         + ").*\\): [1-9][0-9]* requests wait while it reconnects")),
                         "the lost connection was logged with the fault's message (" + expected + ") and requests waiting: " + log);
                 assertTrue(log.stream().anyMatch(m -> m.matches("reconnected to .* sending [1-9][0-9]* requests again")),

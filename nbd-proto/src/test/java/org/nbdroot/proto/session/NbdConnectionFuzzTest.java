@@ -63,7 +63,7 @@ class NbdConnectionFuzzTest {
         run(input);
     }
 
-    @Property(tries = 2000)
+    @Property(tries = 5000)
     void whatSucceedsHoldsTheServersBytesOnRandomInput(@ForAll @Size(max = 400) byte[] input) {
         run(input);
     }

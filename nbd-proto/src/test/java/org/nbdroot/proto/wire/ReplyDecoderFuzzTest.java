@@ -39,7 +39,7 @@ class ReplyDecoderFuzzTest {
         run(input);
     }
 
-    @Property(tries = 3000)
+    @Property(tries = 10_000)
     void decodesWhatTheReferenceDecodesOnRandomInput(@ForAll @Size(max = 600) byte[] input) {
         run(input);
     }
