@@ -239,6 +239,11 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             throw new NbdProtocolException("server sent a simple reply to " + request.describe()
                     + " after structured reply chunks for it");
         }
+        if (reply.error() == 0 && request.command == Command.BLOCK_STATUS) {
+            // Success without a single extent: the caller would get nothing to read its answer from.
+            throw new NbdProtocolException("server sent a successful simple reply to " + request.describe()
+                    + ", which must report its extents in NBD_REPLY_TYPE_BLOCK_STATUS chunks");
+        }
         inFlight.remove(reply.handle());
         if (reply.error() != 0) {
             finish(request, new NbdServerErrorException(reply.error(), request.describe(), null));

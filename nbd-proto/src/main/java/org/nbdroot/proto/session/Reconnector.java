@@ -34,6 +34,9 @@ final class Reconnector implements NbdConnection.LossListener {
     private final ReconnectPolicy policy;
     private final Deque<NbdRequest> waiting = new ArrayDeque<>();
     private final boolean[] reconnecting;
+    /** When each slot's connection was last put back (System.nanoTime()), and at which attempt. */
+    private final long[] adoptedAt;
+    private final int[] adoptedAtAttempt;
     private final AtomicLong reconnects = new AtomicLong();
     private volatile Consumer<ExportInfo> growth = e -> { };
     private boolean closed;
@@ -42,6 +45,8 @@ final class Reconnector implements NbdConnection.LossListener {
         this.session = session;
         this.policy = policy;
         this.reconnecting = new boolean[Math.max(1, session.connectionCount())];
+        this.adoptedAt = new long[reconnecting.length];
+        this.adoptedAtAttempt = new int[reconnecting.length];
     }
 
     long reconnects() {
@@ -67,6 +72,7 @@ final class Reconnector implements NbdConnection.LossListener {
     public void connectionLost(NbdConnection connection, Throwable cause, List<NbdRequest> unanswered) {
         int slot = session.slotOf(connection);
         boolean start;
+        int first = 0;
         synchronized (this) {
             if (closed || slot < 0) {
                 start = false;
@@ -77,6 +83,11 @@ final class Reconnector implements NbdConnection.LossListener {
                 }
                 start = !reconnecting[slot];
                 reconnecting[slot] = true;
+                // A connection that breaks soon after it came back (a server that misbehaves on every
+                // request) continues the backoff instead of starting over: no reconnect loop at full speed.
+                boolean soon = adoptedAt[slot] != 0
+                        && System.nanoTime() - adoptedAt[slot] < policy.maxDelay().toNanos();
+                first = soon ? adoptedAtAttempt[slot] + 1 : 0;
             }
         }
         if (closed || slot < 0) {
@@ -85,8 +96,9 @@ final class Reconnector implements NbdConnection.LossListener {
         }
         if (start) {
             LOG.warning("connection " + slot + " to " + session.uri() + " lost (" + cause.getMessage() + "): "
-                    + unanswered.size() + " requests wait while it reconnects");
-            attempt(slot, 0, cause);
+                    + unanswered.size() + " requests wait while it reconnects"
+                    + (first > 0 ? " (it broke again soon after reconnecting: backing off)" : ""));
+            attempt(slot, first, cause);
         }
     }
 
@@ -219,6 +231,8 @@ final class Reconnector implements NbdConnection.LossListener {
         List<NbdRequest> batch;
         synchronized (this) {
             reconnecting[slot] = false;
+            adoptedAt[slot] = System.nanoTime();
+            adoptedAtAttempt[slot] = attempt;
             batch = new ArrayList<>(waiting);
             waiting.clear();
         }

@@ -314,6 +314,33 @@ class NbdConnectionTest {
     }
 
     @Test
+    void successfulSimpleReplyToBlockStatusIsAProtocolError() {
+        // Found by NbdConnectionFuzzTest: it completed the request with no extents at all, and
+        // NbdSession.blockStatus then threw on the event loop, leaving its caller waiting for ever.
+        open(true);
+        NbdRequest r = new NbdRequest(Command.BLOCK_STATUS, 0, 0, 4096, null, new Pending());
+        r.metaContextId = BASE_ALLOCATION_ID;
+        Pending status = submit(r);
+        Pending other = submit(Command.FLUSH, 0, 0);
+        reply(simpleReply(0, handleOf(status), null));
+
+        assertBrokenWith("successful simple reply to NBD_CMD_BLOCK_STATUS", status, other);
+    }
+
+    @Test
+    void simpleErrorReplyToBlockStatusFailsOnlyThatRequest() {
+        open(true);
+        NbdRequest r = new NbdRequest(Command.BLOCK_STATUS, 0, 0, 4096, null, new Pending());
+        r.metaContextId = BASE_ALLOCATION_ID;
+        Pending status = submit(r);
+        reply(simpleReply(22, handleOf(status), null));
+
+        NbdServerErrorException e = assertInstanceOf(NbdServerErrorException.class, status.failure);
+        assertEquals(NbdError.EINVAL, e.error());
+        assertTrue(conn.isUsable());
+    }
+
+    @Test
     void simpleReplyAfterAWholeReadChunk() {
         // With structured replies a simple reply to a READ is refused by the decoder: the READ, already
         // holding its data, fails with everything else and releases that data.
