@@ -189,6 +189,12 @@ class ReplyDecoderFuzzTest {
             int[] e = byHandle.get(handle);
             return e == null ? UNKNOWN_HANDLE : e[1];
         }
+
+        /** Only extended reply headers carry an offset, and this fuzzer speaks the compact ones. */
+        @Override
+        public long requestOffset(long handle) {
+            return byHandle.containsKey(handle) ? 0 : UNKNOWN_OFFSET;
+        }
     }
 
     /**
