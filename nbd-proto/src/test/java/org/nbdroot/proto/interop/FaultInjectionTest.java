@@ -22,7 +22,10 @@ import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.nbdroot.proto.NbdServerErrorException;
+import org.nbdroot.proto.NbdUnsupportedException;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.session.ReconnectPolicy;
 import org.nbdroot.proto.session.SessionOptions;
@@ -99,9 +102,9 @@ class FaultInjectionTest {
                 assertTrue(outage >= BLACKHOLE.toMillis(), "the black hole lasted " + outage + " ms");
                 session.flush().get(10, TimeUnit.SECONDS);
                 load.verify(session);
-                long recovered = load.millisToFirstAcknowledgementAfter(healedAt);
+                long recovered = load.millisToFirstSuccessAfter(healedAt);
                 long completed = TimeUnit.NANOSECONDS.toMillis(load.finishedAt() - healedAt);
-                assertTrue(recovered >= 0, "writes were acknowledged after the heal");
+                assertTrue(recovered >= 0, "requests succeeded after the heal");
                 System.out.printf("FAULT black hole %d s: load completed %d ms after the heal; %d reconnect attempts met "
                         + "the black hole%n", BLACKHOLE.toSeconds(), completed, proxy.acceptedWhileBlackholed());
                 load.report("black hole " + BLACKHOLE.toSeconds() + " s", recovered, 0);
@@ -218,7 +221,136 @@ class FaultInjectionTest {
 
     // ---- 5. The export changed across a reconnect ----
 
-    // Filled in below.
+    static final int SMALLER = DISK / 2;
+
+    /**
+     * nbdkit killed mid-load (writes and WRITE_ZEROES, reads) and started again 1 s later with
+     * its export changed: its file cut to half, read-only (-r), or without WRITE_ZEROES (the
+     * nozero filter). What the export can no longer take fails, naming why, whether it waited
+     * across the reconnect or came after it; the rest succeeds and nothing is corrupted.
+     */
+    @ParameterizedTest(name = "restarted {0}")
+    @ValueSource(strings = {"smaller", "read-only", "without write-zeroes"})
+    void anExportChangedAcrossAReconnectFailsOnlyWhatItCanNoLongerTake(String change) throws Exception {
+        Path file = disk();
+        SessionOptions options = SessionOptions.DEFAULT.withReconnect(
+                new ReconnectPolicy(Duration.ofMillis(50), Duration.ofMillis(500), 0));
+        PeerServer server = nbdkitFile(file, List.of());
+        AtomicReference<CompletableFuture<Long>> back = new AtomicReference<>();
+        WriteLoad load;
+        int landed = 0;
+        int waited = 0;
+        try (NbdSession session = NbdSession.connect(engine.connector(), server.uri, options).get(10, TimeUnit.SECONDS)) {
+            int count = 3000;
+            load = new WriteLoad(session, DISK, 51).zeroEvery(4).readEvery(4).at(count / 4, () -> {
+                server.kill9();
+                back.set(server.restartLater(Duration.ofSeconds(1), switch (change) {
+                    case "smaller" -> {
+                        truncate(file, SMALLER);
+                        yield c -> c;
+                    }
+                    case "read-only" -> PeerServer.withNbdkitOptions("--readonly");
+                    default -> c -> {
+                        List<String> changed = new ArrayList<>(PeerServer.withNbdkitOptions("--filter=nozero").apply(c));
+                        changed.add("zeromode=none");
+                        return changed;
+                    };
+                }));
+            });
+            load.run(count, Duration.ofSeconds(60));
+            back.get().get(10, TimeUnit.SECONDS);
+            assertEquals(1, session.reconnects());
+            assertEquals(List.of(), load.mismatches(), "every read that succeeded returned what was acknowledged");
+            List<String> unexpected = new ArrayList<>();
+            for (WriteLoad.Failure f : load.failures()) {
+                String message = f.cause().getMessage();
+                boolean afterReconnect = message.contains("fails after reconnecting");
+                waited += afterReconnect ? 1 : 0;
+                boolean expected = switch (change) {
+                    case "smaller" -> f.offset() + BLOCK > SMALLER && (afterReconnect
+                            ? f.cause() instanceof NbdUnsupportedException
+                                    && message.endsWith("the export shrank from " + DISK + " to " + SMALLER + " bytes")
+                            : f.cause() instanceof IllegalArgumentException
+                                    && message.endsWith("is outside the export (size " + SMALLER + ")"));
+                    // A read-only nbdkit offers no WRITE_ZEROES either: refused for that first.
+                    case "read-only" -> f.command() != Command.READ && f.cause() instanceof NbdUnsupportedException
+                            && (afterReconnect ? message.endsWith("the export became read-only")
+                                    : message.endsWith("refused: the export is read-only")
+                                            || message.endsWith("is not offered by this export (no send_write_zeroes flag)"));
+                    default -> f.command() == Command.WRITE_ZEROES && f.cause() instanceof NbdUnsupportedException
+                            && message.endsWith(afterReconnect ? "the export no longer offers send_write_zeroes"
+                                    : "is not offered by this export (no send_write_zeroes flag)");
+                };
+                if (!expected) {
+                    unexpected.add(f.toString());
+                }
+            }
+            assertEquals(List.of(), unexpected.subList(0, Math.min(5, unexpected.size())),
+                    unexpected.size() + " unexpected failures; only what the changed export cannot take fails, saying why");
+            assertTrue(waited > 0 && waited < load.failures().size(),
+                    "both requests that waited across the reconnect and later ones failed: " + waited + " of "
+                            + load.failures().size());
+            int length = change.equals("smaller") ? SMALLER : DISK;
+            assertEquals(length, session.export().size());
+            switch (change) {
+                case "smaller" -> assertEquals(List.of(), load.failures().stream()
+                        .filter(f -> f.offset() + BLOCK <= SMALLER).toList(), "everything within the new size succeeded");
+                case "read-only" -> assertTrue(load.writesAcknowledged() <= count / 4,
+                        "no write succeeded after the restart: " + load.writesAcknowledged());
+                default -> assertEquals(List.of(), load.failures(Command.WRITE), "plain writes still succeed");
+            }
+            // A write the server had done before it was killed, unanswered, then failed: its bytes may be there.
+            if (!change.equals("smaller")) {
+                landed = load.acceptFailedWritesThatLanded(Files.readAllBytes(file));
+            }
+            load.verify(session, length, 1);
+        } finally {
+            server.close();
+        }
+        load.verifyFile(file, change.equals("smaller") ? SMALLER : DISK);
+        System.out.printf("FAULT restarted %s: %d requests failed (%d had waited across the reconnect, %d writes among "
+                + "them had landed before the kill), %d reads verified%n", change, load.failures().size(), waited, landed,
+                load.readsVerified());
+        load.report("restarted " + change, load.millisToFirstSuccessAfter(back.get().join()), load.failures().size());
+    }
+
+    /**
+     * A block written, then zeroed, neither flushed; the server restarts without WRITE_ZEROES.
+     * Writing the journal again must not put the older data back over the zeroes the server
+     * still holds.
+     */
+    @Test
+    void unflushedZeroesAreNotUndoneWhenTheRestartedExportNoLongerOffersThem() throws Exception {
+        Path file = disk();
+        SessionOptions options = SessionOptions.DEFAULT.withReconnect(
+                new ReconnectPolicy(Duration.ofMillis(50), Duration.ofMillis(500), 0));
+        PeerServer server = nbdkitFile(file, List.of());
+        byte[] data = new byte[64 << 10];
+        new java.util.Random(61).nextBytes(data);
+        int at = 1 << 20;
+        try (NbdSession session = NbdSession.connect(engine.connector(), server.uri, options).get(10, TimeUnit.SECONDS)) {
+            session.write(at, io.netty.buffer.Unpooled.wrappedBuffer(data), false).get(10, TimeUnit.SECONDS);
+            session.writeZeroes(at, data.length, 0).get(10, TimeUnit.SECONDS);
+            assertEquals(data.length, session.unflushedBytes(), "the write kept for replay, and the zeroes after it");
+            server.kill9();
+            server.restart(c -> {
+                List<String> changed = new ArrayList<>(PeerServer.withNbdkitOptions("--filter=nozero").apply(c));
+                changed.add("zeromode=none");
+                return changed;
+            });
+            // Waits while the session reconnects and writes the journal again, then is sent.
+            io.netty.buffer.ByteBuf back = session.read(at, data.length).get(20, TimeUnit.SECONDS);
+            byte[] got = new byte[data.length];
+            back.readBytes(got);
+            back.release();
+            assertEquals(1, session.reconnects());
+            assertEquals(-1, java.util.Arrays.mismatch(new byte[data.length], got), "the zeroes read back");
+        } finally {
+            server.close();
+        }
+        assertEquals(-1, java.util.Arrays.mismatch(new byte[data.length], 0, data.length,
+                Files.readAllBytes(file), at, at + data.length), "the file holds the zeroes");
+    }
 
     static void truncate(Path file, long length) throws Exception {
         try (RandomAccessFile f = new RandomAccessFile(file.toFile(), "rw")) {

@@ -70,6 +70,6 @@ class ReconnectTest {
         }
         load.verifyFile(file);
         long restarted = back.get().get(10, TimeUnit.SECONDS);
-        load.report(name + " SIGKILL, back 2 s later", load.millisToFirstAcknowledgementAfter(restarted), 0);
+        load.report(name + " SIGKILL, back 2 s later", load.millisToFirstSuccessAfter(restarted), 0);
     }
 }
