@@ -250,11 +250,7 @@ class FaultInjectionTest {
                         yield c -> c;
                     }
                     case "read-only" -> PeerServer.withNbdkitOptions("--readonly");
-                    default -> c -> {
-                        List<String> changed = new ArrayList<>(PeerServer.withNbdkitOptions("--filter=nozero").apply(c));
-                        changed.add("zeromode=none");
-                        return changed;
-                    };
+                    default -> withoutWriteZeroes();
                 }));
             });
             load.run(count, Duration.ofSeconds(60));
@@ -333,11 +329,7 @@ class FaultInjectionTest {
             session.writeZeroes(at, data.length, 0).get(10, TimeUnit.SECONDS);
             assertEquals(data.length, session.unflushedBytes(), "the write kept for replay, and the zeroes after it");
             server.kill9();
-            server.restart(c -> {
-                List<String> changed = new ArrayList<>(PeerServer.withNbdkitOptions("--filter=nozero").apply(c));
-                changed.add("zeromode=none");
-                return changed;
-            });
+            server.restart(withoutWriteZeroes());
             // Waits while the session reconnects and writes the journal again, then is sent.
             io.netty.buffer.ByteBuf back = session.read(at, data.length).get(20, TimeUnit.SECONDS);
             byte[] got = new byte[data.length];
@@ -350,6 +342,15 @@ class FaultInjectionTest {
         }
         assertEquals(-1, java.util.Arrays.mismatch(new byte[data.length], 0, data.length,
                 Files.readAllBytes(file), at, at + data.length), "the file holds the zeroes");
+    }
+
+    /** nbdkit's command with the nozero filter, which withdraws WRITE_ZEROES. */
+    static java.util.function.UnaryOperator<List<String>> withoutWriteZeroes() {
+        return command -> {
+            List<String> changed = new ArrayList<>(PeerServer.withNbdkitOptions("--filter=nozero").apply(command));
+            changed.add("zeromode=none"); // a filter's parameters go after the plugin's
+            return changed;
+        };
     }
 
     static void truncate(Path file, long length) throws Exception {
