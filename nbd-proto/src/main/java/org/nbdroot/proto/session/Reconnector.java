@@ -180,7 +180,7 @@ final class Reconnector implements NbdConnection.LossListener {
             return;
         }
         List<WriteJournal.Entry> batch = batches.get(index);
-        AtomicInteger remaining = new AtomicInteger(batch.size());
+        AtomicInteger remaining = new AtomicInteger(); // set once the batch's requests are known
         java.util.concurrent.atomic.AtomicReference<Throwable> lost = new java.util.concurrent.atomic.AtomicReference<>();
         Runnable oneDone = () -> {
             if (remaining.decrementAndGet() == 0) {
@@ -196,20 +196,21 @@ final class Reconnector implements NbdConnection.LossListener {
                 }
             }
         };
+        List<WriteJournal.Entry> sendable = new ArrayList<>(batch.size());
         for (WriteJournal.Entry e : batch) {
-            String problem = e.offset() + e.length() > now.size() ? "the export shrank to " + now.size() + " bytes"
-                    : now.readOnly() ? "the export became read-only"
-                    : e.command() == Command.TRIM && !now.has(TransmissionFlag.SEND_TRIM) ? "the export no longer offers send_trim"
-                    : e.command() == Command.WRITE_ZEROES && !now.has(TransmissionFlag.SEND_WRITE_ZEROES)
-                            ? "the export no longer offers send_write_zeroes" : null;
-            if (problem != null) {
-                LOG.severe("cannot write again the acknowledged " + e.describe() + ": " + problem);
+            Replay replay = replayOf(e, now);
+            if (replay.problem() != null) {
+                LOG.severe("cannot write again the acknowledged " + e.describe() + ": " + replay.problem());
+            }
+            sendable.addAll(replay.entries());
+            if (replay.entries().size() != 1 || replay.entries().get(0) != e) {
                 if (e.data() != null) {
                     e.data().release();
                 }
-                oneDone.run();
-                continue;
             }
+        }
+        remaining.set(sendable.size() + 1);
+        for (WriteJournal.Entry e : sendable) {
             int flags = e.flags() & ~org.nbdroot.proto.wire.CommandFlag.FAST_ZERO;
             if (!now.has(TransmissionFlag.SEND_FUA)) {
                 flags &= ~org.nbdroot.proto.wire.CommandFlag.FUA;
@@ -223,6 +224,37 @@ final class Reconnector implements NbdConnection.LossListener {
                 oneDone.run();
             }));
         }
+        oneDone.run(); // the batch's own count: it completes even when nothing in it could be sent
+    }
+
+    /**
+     * How one acknowledged entry is written again: itself; or nothing, with why, when the export
+     * as it is now cannot take it. A WRITE_ZEROES the export no longer offers is written again as
+     * WRITEs of zeroes: skipping it would leave in its range an older write replayed before it,
+     * where the server still held the zeroes.
+     */
+    record Replay(List<WriteJournal.Entry> entries, String problem) {}
+
+    static Replay replayOf(WriteJournal.Entry e, ExportInfo now) {
+        String problem = e.offset() + e.length() > now.size() ? "the export shrank to " + now.size() + " bytes"
+                : now.readOnly() ? "the export became read-only"
+                : e.command() == Command.TRIM && !now.has(TransmissionFlag.SEND_TRIM) ? "the export no longer offers send_trim"
+                : null;
+        if (problem != null) {
+            return new Replay(List.of(), problem);
+        }
+        if (e.command() != Command.WRITE_ZEROES || now.has(TransmissionFlag.SEND_WRITE_ZEROES)) {
+            return new Replay(List.of(e), null);
+        }
+        int fua = e.flags() & org.nbdroot.proto.wire.CommandFlag.FUA;
+        int piece = now.blockSize().maximumPayload();
+        List<WriteJournal.Entry> writes = new ArrayList<>();
+        for (long done = 0; done < e.length(); done += piece) {
+            int length = (int) Math.min(piece, e.length() - done);
+            writes.add(new WriteJournal.Entry(e.seq(), Command.WRITE, fua, e.offset() + done, length,
+                    io.netty.buffer.Unpooled.wrappedBuffer(new byte[length])));
+        }
+        return new Replay(writes, null);
     }
 
     private void adopt(int slot, NbdConnection connection, int attempt, ExportInfo before, ExportInfo now) {

@@ -9,14 +9,12 @@ import io.netty.buffer.Unpooled;
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
+import java.time.Duration;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReference;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
@@ -50,42 +48,20 @@ class ExportRefreshTest {
         Path file = dir.resolve("disk.img");
         Files.write(file, new byte[OLD]);
         byte[] model = new byte[NEW];
+        WriteLoad load;
         try (PeerServer server = PeerServer.nbdkit("nbdkit file", dir, file, List.of(), "file", "file=" + file);
                 NbdSession session = NbdSession.connect(engine.connector(), server.uri, options(2)).get(10, TimeUnit.SECONDS)) {
             assertEquals(2, session.connectionCount(), "nbdkit's file plugin allows several connections");
-            Random random = new Random(5);
-            Semaphore window = new Semaphore(32);
-            AtomicInteger failures = new AtomicInteger();
-            List<CompletableFuture<Void>> writes = new ArrayList<>();
-            // Each block once: two writes to one block outstanding together may land in either order.
-            List<Integer> blocks = new ArrayList<>();
-            for (int b = 0; b < OLD / BLOCK; b++) {
-                blocks.add(b);
-            }
-            java.util.Collections.shuffle(blocks, random);
-            ExportRefresh refresh = null;
-            for (int i = 0; i < 3000; i++) {
-                if (i == 1000) {
-                    try (RandomAccessFile f = new RandomAccessFile(file.toFile(), "rw")) {
-                        f.setLength(NEW);
-                    }
-                    // In the middle of the load: requests in flight on the old connections are answered there.
-                    refresh = session.refreshExport(e -> true).get(10, TimeUnit.SECONDS);
+            // In the middle of the load: requests in flight on the old connections are answered there.
+            AtomicReference<ExportRefresh> refreshed = new AtomicReference<>();
+            load = new WriteLoad(session, model, 5).blocks(OLD / BLOCK).at(1000, () -> {
+                try (RandomAccessFile f = new RandomAccessFile(file.toFile(), "rw")) {
+                    f.setLength(NEW);
                 }
-                byte[] block = new byte[BLOCK];
-                random.nextBytes(block);
-                long offset = (long) blocks.get(i) * BLOCK;
-                System.arraycopy(block, 0, model, (int) offset, BLOCK);
-                window.acquire();
-                writes.add(session.write(offset, Unpooled.wrappedBuffer(block), false).whenComplete((v, e) -> {
-                    if (e != null) {
-                        failures.incrementAndGet();
-                    }
-                    window.release();
-                }));
-            }
-            CompletableFuture.allOf(writes.toArray(CompletableFuture[]::new)).handle((v, e) -> null).get(30, TimeUnit.SECONDS);
-            assertEquals(0, failures.get(), "no write failed while the connections were replaced");
+                refreshed.set(session.refreshExport(e -> true).get(10, TimeUnit.SECONDS));
+            }).run(3000, Duration.ofSeconds(30));
+            ExportRefresh refresh = refreshed.get();
+            assertEquals(List.of(), load.failures(), "no write failed while the connections were replaced");
             assertTrue(refresh.adopted() && refresh.changed());
             assertEquals(OLD, refresh.before().size());
             assertEquals(NEW, refresh.now().size());
@@ -93,6 +69,7 @@ class ExportRefreshTest {
             assertEquals(0, session.reconnects(), "a refresh is not a reconnect");
 
             // Past the old end: a write across it, and one at the very end.
+            Random random = new Random(6);
             byte[] across = new byte[1 << 20];
             random.nextBytes(across);
             System.arraycopy(across, 0, model, OLD - (1 << 19), across.length);
@@ -102,16 +79,9 @@ class ExportRefreshTest {
             System.arraycopy(last, 0, model, NEW - BLOCK, BLOCK);
             session.write(NEW - BLOCK, Unpooled.wrappedBuffer(last), false).get(10, TimeUnit.SECONDS);
             session.flush().get(10, TimeUnit.SECONDS);
-            for (int offset = 0; offset < NEW; offset += 1 << 20) {
-                ByteBuf back = session.read(offset, 1 << 20).get(10, TimeUnit.SECONDS);
-                byte[] got = new byte[1 << 20];
-                back.readBytes(got);
-                back.release();
-                assertEquals(-1, Arrays.mismatch(Arrays.copyOfRange(model, offset, offset + got.length), got),
-                        "read back at " + offset);
-            }
+            load.verify(session);
         }
-        assertEquals(-1, Arrays.mismatch(model, Files.readAllBytes(file)), "the file holds every write, past the old end too");
+        load.verifyFile(file); // the file holds every write, past the old end too
     }
 
     @Test

@@ -6,7 +6,11 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
+import java.util.function.UnaryOperator;
 import org.nbdroot.proto.transport.NbdUri;
 
 /**
@@ -21,6 +25,11 @@ public final class PeerServer implements AutoCloseable {
     private volatile ProcessHandle process;
     private final Path log;
     private Restart restart;
+    /**
+     * Where {@link #restartLater} starts the server: a thread that lives until {@link #close},
+     * since nbdkit's --exit-with-parent fires when the thread that started it exits, not the process.
+     */
+    private ExecutorService restarter;
 
     /** How to start the same server again on the same port. */
     private record Restart(String packageName, List<String> command, int port, String export, Path dir, Path pidFile) {}
@@ -33,10 +42,19 @@ public final class PeerServer implements AutoCloseable {
         this.log = log;
     }
 
-    /** Kills the server with SIGKILL, as a crash would, and waits until it is gone. */
+    /**
+     * Kills the server with SIGKILL, as a crash would, and waits until it is gone; with it the
+     * processes it forked (nbd-server serves each client in a child of its own, which would
+     * otherwise go on serving the connection).
+     */
     public void kill9() throws Exception {
+        List<ProcessHandle> children = process.descendants().toList();
         process.destroyForcibly();
+        children.forEach(ProcessHandle::destroyForcibly);
         process.onExit().get(10, TimeUnit.SECONDS);
+        for (ProcessHandle child : children) {
+            child.onExit().get(10, TimeUnit.SECONDS);
+        }
     }
 
     public boolean isAlive() {
@@ -62,9 +80,57 @@ public final class PeerServer implements AutoCloseable {
 
     /** Starts the server again, same command, same port, same files. */
     public void restart() throws Exception {
+        restart(command -> command);
+    }
+
+    /**
+     * Starts the server again on the same port and files, with its command changed by
+     * {@code edit} for this start only (for nbdkit, {@link #withNbdkitOptions} adds options
+     * such as -r or a filter).
+     */
+    public void restart(UnaryOperator<List<String>> edit) throws Exception {
         Restart r = restart;
-        PeerServer again = start(name, r.packageName, r.command, r.port, r.export, backing, r.dir, r.pidFile);
+        if (r.pidFile != null) {
+            Files.deleteIfExists(r.pidFile); // the killed daemon's: not to be taken for the new one's
+        }
+        PeerServer again = start(name, r.packageName, edit.apply(r.command), r.port, r.export, backing, r.dir, r.pidFile);
         process = again.process;
+    }
+
+    /**
+     * {@link #restart(UnaryOperator)} after {@code delay}, on a thread that outlives the call
+     * (see {@link #restarter}); completes with {@link System#nanoTime} once the server listens.
+     */
+    public synchronized CompletableFuture<Long> restartLater(java.time.Duration delay, UnaryOperator<List<String>> edit) {
+        if (restarter == null) {
+            restarter = Executors.newSingleThreadExecutor(r -> {
+                Thread t = new Thread(r, "restart " + name);
+                t.setDaemon(true);
+                return t;
+            });
+        }
+        return CompletableFuture.supplyAsync(() -> {
+            try {
+                Thread.sleep(delay.toMillis());
+                restart(edit);
+                return System.nanoTime();
+            } catch (Exception e) {
+                throw new IllegalStateException(name + " did not start again", e);
+            }
+        }, restarter);
+    }
+
+    public CompletableFuture<Long> restartLater(java.time.Duration delay) {
+        return restartLater(delay, command -> command);
+    }
+
+    /** For {@link #restart(UnaryOperator)}: nbdkit's command with {@code options} before the plugin. */
+    public static UnaryOperator<List<String>> withNbdkitOptions(String... options) {
+        return command -> {
+            List<String> changed = new ArrayList<>(command);
+            changed.addAll(changed.indexOf("-p") + 2, List.of(options));
+            return changed;
+        };
     }
 
     public static int freePort() throws IOException {
@@ -185,6 +251,20 @@ public final class PeerServer implements AutoCloseable {
 
     @Override
     public void close() throws Exception {
+        try {
+            stop();
+        } finally {
+            synchronized (this) {
+                if (restarter != null) {
+                    restarter.shutdownNow();
+                }
+            }
+        }
+    }
+
+    private void stop() throws Exception {
+        List<ProcessHandle> children = process.descendants().toList(); // nbd-server's, serving clients
+        children.forEach(ProcessHandle::destroy);
         if (process.isAlive()) {
             new ProcessBuilder("kill", "-CONT", String.valueOf(process.pid())).start().waitFor(); // a frozen server ignores SIGTERM
         }

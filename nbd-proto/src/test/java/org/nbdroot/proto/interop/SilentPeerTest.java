@@ -4,7 +4,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
 import io.netty.channel.epoll.EpollChannelOption;
@@ -12,16 +11,9 @@ import io.netty.channel.socket.nio.NioChannelOption;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.ArrayList;
-import java.util.Arrays;
-import java.util.Collections;
 import java.util.List;
-import java.util.Random;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
-import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.io.TempDir;
@@ -59,47 +51,9 @@ class SilentPeerTest {
         return reconnect ? o.withReconnect(new ReconnectPolicy(Duration.ofMillis(50), Duration.ofMillis(500), 0)) : o;
     }
 
-    /** Writes each block of the first {@code count} of a shuffled order once, 32 at a time; returns the failures. */
-    private static int writeLoad(NbdSession session, byte[] model, int count, long seed, Runnable midway) throws Exception {
-        Random random = new Random(seed);
-        List<Integer> blocks = new ArrayList<>();
-        for (int b = 0; b < model.length / BLOCK; b++) {
-            blocks.add(b);
-        }
-        Collections.shuffle(blocks, random); // each block once: overlapping writes in flight may land in any order
-        Semaphore window = new Semaphore(32);
-        AtomicInteger failures = new AtomicInteger();
-        List<CompletableFuture<Void>> writes = new ArrayList<>();
-        for (int i = 0; i < count; i++) {
-            if (i == count / 4) {
-                midway.run();
-            }
-            byte[] block = new byte[BLOCK];
-            random.nextBytes(block);
-            long offset = (long) blocks.get(i) * BLOCK;
-            System.arraycopy(block, 0, model, (int) offset, BLOCK);
-            window.acquire();
-            writes.add(session.write(offset, Unpooled.wrappedBuffer(block), false).whenComplete((v, e) -> {
-                if (e != null) {
-                    failures.incrementAndGet();
-                    System.err.println("write failed: " + e);
-                }
-                window.release();
-            }));
-        }
-        CompletableFuture.allOf(writes.toArray(CompletableFuture[]::new)).handle((v, e) -> null).get(60, TimeUnit.SECONDS);
-        return failures.get();
-    }
-
-    private static void assertReadsBack(NbdSession session, byte[] model) throws Exception {
-        for (int offset = 0; offset < model.length; offset += 1 << 20) {
-            ByteBuf back = session.read(offset, 1 << 20).get(10, TimeUnit.SECONDS);
-            byte[] got = new byte[1 << 20];
-            back.readBytes(got);
-            back.release();
-            assertEquals(-1, Arrays.mismatch(Arrays.copyOfRange(model, offset, offset + got.length), got),
-                    "read back at " + offset);
-        }
+    /** Writes the first {@code count} blocks of a shuffled order, 32 at a time, {@code midway} run after a quarter. */
+    private static WriteLoad writeLoad(NbdSession session, int count, long seed, WriteLoad.Action midway) throws Exception {
+        return new WriteLoad(session, DISK, seed).at(count / 4, midway).run(count, Duration.ofSeconds(60));
     }
 
     /**
@@ -109,15 +63,14 @@ class SilentPeerTest {
     @Test
     void aServerShuttingDownLosesTheConnectionNotTheWrite() throws Exception {
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).start()) {
-            byte[] model = new byte[DISK];
             try (NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
                     options(Duration.ofSeconds(5), true)).get(10, TimeUnit.SECONDS)) {
-                int failures = writeLoad(session, model, 1000, 3,
+                WriteLoad load = writeLoad(session, 1000, 3,
                         () -> server.armFault(ScriptedNbdServer.Fault.SHUTTING_DOWN, 5));
                 assertEquals(List.of(ScriptedNbdServer.Fault.SHUTTING_DOWN), server.firedFaults());
-                assertEquals(0, failures, "the refused write was sent again on the new connection");
+                assertEquals(List.of(), load.failures(), "the refused write was sent again on the new connection");
                 assertEquals(1, session.reconnects());
-                assertReadsBack(session, model);
+                load.verify(session);
             }
         }
     }
@@ -139,25 +92,25 @@ class SilentPeerTest {
     @Test
     void aStalledConnectionIsDroppedAndItsRequestsSentAgain() throws Exception {
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).start()) {
-            byte[] model = new byte[DISK];
             long start = System.nanoTime();
+            WriteLoad load;
             try (NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
                     options(Duration.ofSeconds(1), true)).get(10, TimeUnit.SECONDS)) {
-                int failures = writeLoad(session, model, 1000, 1, () -> {
+                load = writeLoad(session, 1000, 1, () -> {
                     server.armFault(ScriptedNbdServer.Fault.STALL, 10);
                     // The first reconnect finds a server that greets and then says nothing either.
                     server.armFault(ScriptedNbdServer.Fault.STALL_HANDSHAKE, 1);
                 });
-                assertEquals(0, failures, "no write failed: they waited and were sent again");
+                assertEquals(List.of(), load.failures(), "no write failed: they waited and were sent again");
                 assertEquals(List.of(ScriptedNbdServer.Fault.STALL, ScriptedNbdServer.Fault.STALL_HANDSHAKE),
                         server.firedFaults());
                 assertEquals(1, session.reconnects(), "one reconnect: the stalled handshake was an attempt that failed");
                 assertTrue(server.connectionCount() >= 3, "first connection, stalled handshake, the one that worked");
-                assertReadsBack(session, model);
+                load.verify(session);
             }
             long seconds = TimeUnit.NANOSECONDS.toSeconds(System.nanoTime() - start);
             assertTrue(seconds < 20, "recovered in " + seconds + " s: a 1 s request timeout and a 3 s handshake timeout");
-            assertEquals(-1, Arrays.mismatch(model, server.contents()), "the export holds every write");
+            load.verifyContents(server.contents(), "the export holds every write");
             assertEquals(List.of(), server.violations());
         }
     }
@@ -186,7 +139,7 @@ class SilentPeerTest {
     void aFrozenServerIsGivenUpOnAndTheSessionCarriesOnOnceItThaws() throws Exception {
         Path file = dir.resolve("disk.img");
         Files.write(file, new byte[DISK]);
-        byte[] model = new byte[DISK];
+        WriteLoad load;
         try (PeerServer server = PeerServer.qemuNbd(dir, file, "raw", "disk")) {
             Thread thawer = new Thread(() -> {
                 try {
@@ -198,41 +151,37 @@ class SilentPeerTest {
             });
             try (NbdSession session = NbdSession.connect(engine.connector(), server.uri, options(Duration.ofSeconds(1), true))
                     .get(10, TimeUnit.SECONDS)) {
-                int failures = writeLoad(session, model, 1500, 2, () -> {
-                    try {
-                        server.freeze(); // SIGSTOP: sockets open, the kernel accepts, nothing answers
-                    } catch (Exception e) {
-                        throw new IllegalStateException(e);
-                    }
+                load = writeLoad(session, 1500, 2, () -> {
+                    server.freeze(); // SIGSTOP: sockets open, the kernel accepts, nothing answers
                     thawer.start();
                 });
-                assertEquals(0, failures, "no write failed");
+                assertEquals(List.of(), load.failures(), "no write failed");
                 assertTrue(session.reconnects() >= 1, "the frozen connection was given up on");
                 assertTrue(server.isAlive(), "the server lives on: " + server.logTail());
                 session.flush().get(10, TimeUnit.SECONDS);
-                assertReadsBack(session, model);
+                load.verify(session);
             } finally {
                 thawer.join();
             }
         }
-        assertEquals(-1, Arrays.mismatch(model, Files.readAllBytes(file)), "the file holds every write");
+        load.verifyFile(file); // the file holds every write
     }
 
     @Test
     void slowRepliesWithinTheTimeoutAreNotTakenForASilentPeer() throws Exception {
         Path file = dir.resolve("disk.img");
         Files.write(file, new byte[DISK]);
-        byte[] model = new byte[DISK];
+        WriteLoad load;
         try (PeerServer server = PeerServer.nbdkit("nbdkit delay", dir, file, List.of("--filter=delay"), "file",
                 "file=" + file, "delay-write=150ms", "delay-read=150ms");
                 NbdSession session = NbdSession.connect(engine.connector(), server.uri, options(Duration.ofSeconds(3), true))
                         .get(10, TimeUnit.SECONDS)) {
-            int failures = writeLoad(session, model, 400, 3, () -> { });
-            assertEquals(0, failures);
+            load = writeLoad(session, 400, 3, () -> { });
+            assertEquals(List.of(), load.failures());
             assertEquals(0, session.reconnects(), "no spurious timeout: every reply came, late");
-            assertReadsBack(session, model);
+            load.verify(session);
         }
-        assertEquals(-1, Arrays.mismatch(model, Files.readAllBytes(file)));
+        load.verifyFile(file);
     }
 
     @ParameterizedTest

@@ -20,10 +20,7 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.CountDownLatch;
-import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
@@ -329,55 +326,21 @@ class TlsTest {
     }
 
     private void reconnectUnderLoad(PeerServer server, Path disk, SessionOptions options) throws Exception {
-        int block = 4096;
-        byte[] model = new byte[DISK];
-        CountDownLatch testDone = new CountDownLatch(1);
+        WriteLoad load;
         try (NbdSession session = NbdSession.connect(engine.connector(), server.uri, options).get(10, TimeUnit.SECONDS)) {
-            Random random = new Random(17);
-            Semaphore window = new Semaphore(16);
-            AtomicInteger failures = new AtomicInteger();
-            List<CompletableFuture<Void>> writes = new ArrayList<>();
             int count = 1500;
-            for (int i = 0; i < count; i++) {
-                if (i == count / 3) {
-                    server.kill9();
-                    // nbdkit's --exit-with-parent follows the thread that started it: that thread lives on.
-                    new Thread(() -> {
-                        try {
-                            Thread.sleep(1000);
-                            server.restart();
-                            testDone.await();
-                        } catch (Exception e) {
-                            throw new IllegalStateException(e);
-                        }
-                    }).start();
-                }
-                byte[] data = new byte[block];
-                random.nextBytes(data);
-                long offset = (long) (i % (DISK / block)) * block;
-                System.arraycopy(data, 0, model, (int) offset, block);
-                window.acquire();
-                writes.add(session.write(offset, Unpooled.wrappedBuffer(data), false).whenComplete((v, e) -> {
-                    if (e != null) {
-                        failures.incrementAndGet();
-                    }
-                    window.release();
-                }));
-            }
-            CompletableFuture.allOf(writes.toArray(CompletableFuture[]::new)).handle((v, e) -> null).get(60, TimeUnit.SECONDS);
-            assertEquals(0, failures.get(), "no write failed: they waited for the server");
+            load = new WriteLoad(session, DISK, 17).window(16).at(count / 3, () -> {
+                server.kill9();
+                server.restartLater(Duration.ofSeconds(1));
+            }).run(count, Duration.ofSeconds(60));
+            assertEquals(List.of(), load.failures(), "no write failed: they waited for the server");
             assertTrue(session.reconnects() >= 1, "the session reconnected");
             session.flush().get(10, TimeUnit.SECONDS);
-            ByteBuf back = session.read(0, DISK).get(30, TimeUnit.SECONDS);
-            byte[] got = new byte[DISK];
-            back.readBytes(got);
-            back.release();
-            assertEquals(-1, Arrays.mismatch(model, got), "read back over the new TLS connection");
+            load.verify(session); // read back over the new TLS connection
         } finally {
-            testDone.countDown();
             server.close();
         }
-        assertEquals(-1, Arrays.mismatch(model, Files.readAllBytes(disk)), "the backing file holds every acknowledged write");
+        load.verifyFile(disk); // the backing file holds every acknowledged write
     }
 
     /**

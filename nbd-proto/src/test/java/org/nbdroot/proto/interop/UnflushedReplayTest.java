@@ -7,15 +7,10 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import java.time.Duration;
-import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.Collections;
 import java.util.List;
 import java.util.Random;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.nbdroot.proto.session.NbdSession;
@@ -117,39 +112,16 @@ class UnflushedReplayTest {
 
     @Test
     void aCrashInTheMiddleOfAWriteLoadLosesNothing() throws Exception {
-        Random random = new Random(32);
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = server();
                 NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(64 << 20))
                         .get(10, TimeUnit.SECONDS)) {
-            List<Integer> blocks = new ArrayList<>();
-            for (int b = 0; b < DISK / BLOCK; b++) {
-                blocks.add(b);
-            }
-            Collections.shuffle(blocks, random); // each block once: writes in flight together may land in any order
-            Semaphore window = new Semaphore(32);
-            AtomicInteger failures = new AtomicInteger();
-            List<CompletableFuture<Void>> writes = new ArrayList<>();
-            for (int i = 0; i < blocks.size(); i++) {
-                if (i == blocks.size() / 3) {
-                    session.flush().get(10, TimeUnit.SECONDS); // some of it durable, the rest not
-                }
-                if (i == 2 * blocks.size() / 3) {
-                    server.crash();
-                }
-                byte[] block = random(random, BLOCK);
-                long offset = (long) blocks.get(i) * BLOCK;
-                System.arraycopy(block, 0, model, (int) offset, BLOCK);
-                window.acquire();
-                writes.add(session.write(offset, Unpooled.wrappedBuffer(block), false).whenComplete((v, e) -> {
-                    if (e != null) {
-                        failures.incrementAndGet();
-                    }
-                    window.release();
-                }));
-            }
-            CompletableFuture.allOf(writes.toArray(CompletableFuture[]::new)).handle((v, e) -> null).get(30, TimeUnit.SECONDS);
-            assertEquals(0, failures.get());
+            int count = DISK / BLOCK; // each block once: writes in flight together may land in any order
+            WriteLoad load = new WriteLoad(session, model, 32)
+                    .at(count / 3, () -> session.flush().get(10, TimeUnit.SECONDS)) // some of it durable, the rest not
+                    .at(2 * count / 3, server::crash)
+                    .run(count, Duration.ofSeconds(30));
+            assertEquals(List.of(), load.failures());
             assertEquals(1, session.reconnects());
             assertEquals(-1, Arrays.mismatch(model, server.contents()), "the export holds every acknowledged write");
             assertReadsBack(session, model);
