@@ -47,6 +47,7 @@ class HandshakerFuzzTest {
     private static final int OPT_STRUCTURED_REPLY = 8;
     private static final int OPT_LIST_META_CONTEXT = 9;
     private static final int OPT_SET_META_CONTEXT = 10;
+    private static final int OPT_EXTENDED_HEADERS = 11;
     private static final long REP_ACK = 1;
     private static final long REP_SERVER = 2;
     private static final long REP_INFO = 3;
@@ -79,6 +80,7 @@ class HandshakerFuzzTest {
         String description;
         BlockSize blockSize;
         boolean structured;
+        boolean extended;
         final Map<Integer, String> metaContexts = new LinkedHashMap<>();
         final List<String> available = new ArrayList<>();
         final List<ExportListing> exports = new ArrayList<>();
@@ -120,6 +122,7 @@ class HandshakerFuzzTest {
                     .withStructuredReplies(in.bool())
                     .withMetaContexts(in.bool() ? List.of("base:allocation") : List.of())
                     .withListMetaContexts(in.bool())
+                    .withExtendedHeaders(in.bool())
                     .withTimeout(TIMEOUT);
             tls = in.u8() >= 224 ? new FakeTls() : null;
             plan = tls != null ? p.withTls(tls) : p;
@@ -208,7 +211,9 @@ class HandshakerFuzzTest {
                     break;
                 }
                 client.position(client.position() + (int) length);
-                assertTrue(code >= OPT_EXPORT_NAME && code <= OPT_SET_META_CONTEXT, "a known option: " + code);
+                assertTrue(code >= OPT_EXPORT_NAME && code <= OPT_EXTENDED_HEADERS, "a known option: " + code);
+                assertTrue(model.tainted || !model.extended || code != OPT_STRUCTURED_REPLY,
+                        "no NBD_OPT_STRUCTURED_REPLY once extended headers were granted");
                 option = code == OPT_ABORT ? -1 : code;
             }
             client = client.slice();
@@ -238,6 +243,10 @@ class HandshakerFuzzTest {
                 send(optionReply(option, REP_ACK, new byte[0]), false);
                 if (option == OPT_STRUCTURED_REPLY) {
                     model.structured = true;
+                } else if (option == OPT_EXTENDED_HEADERS) {
+                    // extended headers stand in for structured replies
+                    model.structured = true;
+                    model.extended = true;
                 }
             } else if (end <= 8) {
                 long type = in.bool() ? REP_ERR + in.intIn(1, 10) : REP_ERR + in.u16();
@@ -394,6 +403,7 @@ class HandshakerFuzzTest {
             assertEquals(model.blockSize != null ? model.blockSize : BlockSize.DEFAULT, e.blockSize());
             assertEquals(model.blockSize != null, e.blockSizeFromServer());
             assertEquals(model.structured, e.structuredReplies());
+            assertEquals(model.extended, e.extendedHeaders());
             assertEquals(model.metaContexts, e.metaContexts());
             assertEquals(model.available, r.availableMetaContexts());
         }
