@@ -28,11 +28,14 @@ public final class DaemonLauncher {
 
     private final StagedImage staged;
     private final boolean freebsd;
+    private final boolean rescue;
     private final PrintStream err;
 
-    public DaemonLauncher(StagedImage staged, boolean freebsd, PrintStream err) {
+    /** {@code rescue}: the daemons take over units whose daemons died ({@code nbd-client rescue}) instead of creating them. */
+    public DaemonLauncher(StagedImage staged, boolean freebsd, boolean rescue, PrintStream err) {
         this.staged = staged;
         this.freebsd = freebsd;
+        this.rescue = rescue;
         this.err = err;
     }
 
@@ -58,6 +61,9 @@ public final class DaemonLauncher {
         command.addAll(javaOptions);
         command.add("-m");
         command.add(MAIN);
+        if (rescue) {
+            command.add("rescue");
+        }
         command.add("--foreground");
         command.add("--detached");
         if (!freebsd) {

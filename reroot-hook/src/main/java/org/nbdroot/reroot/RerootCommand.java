@@ -80,25 +80,34 @@ public final class RerootCommand implements Callable<Integer> {
         @Option(names = "--dry-run", description = "Print what would be started and set, and do nothing.")
         boolean dryRun;
 
+        @Option(names = "--rescue", description = {"Take over the devices instead (their daemons died: a shutdown killed them),",
+                "and name no root: for /etc/rc.final on FreeBSD (GEOM Gate)."})
+        boolean rescue;
+
         @Override
         public Integer call() throws IOException, InterruptedException {
             boolean freebsd = isFreeBsd();
             RerootConfig cfg = RerootConfig.from(variables(freebsd));
             StagedImage staged = new StagedImage(from.toAbsolutePath());
             PrintWriter out = spec.commandLine().getOut();
-            DaemonLauncher launcher = new DaemonLauncher(staged, freebsd, System.err);
+            DaemonLauncher launcher = new DaemonLauncher(staged, freebsd, rescue, System.err);
             if (dryRun) {
                 for (RerootConfig.Device d : cfg.devices()) {
                     out.println("would run: " + String.join(" ", launcher.command(d, cfg.javaOptions())));
                 }
-                printRoot(cfg, freebsd, staged, out);
+                if (!rescue) {
+                    printRoot(cfg, freebsd, staged, out);
+                }
                 return 0;
             }
             for (RerootConfig.Device d : cfg.devices()) {
                 DaemonLauncher.Started s = launcher.start(d, cfg.timeout(), cfg.javaOptions());
-                out.println("nbd-client reroot: " + s.devicePath() + " served by pid " + s.pid() + " from "
-                        + String.join(" ", d.server()));
+                out.println("nbd-client reroot: " + s.devicePath() + (rescue ? " taken over" : " served") + " by pid "
+                        + s.pid() + " from " + String.join(" ", d.server()));
                 out.flush();
+            }
+            if (rescue) {
+                return 0;
             }
             if (freebsd) {
                 Kenv kenv = Kenv.load();

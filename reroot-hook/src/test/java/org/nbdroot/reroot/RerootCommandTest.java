@@ -52,6 +52,24 @@ class RerootCommandTest {
         assertTrue(Files.notExists(dir.resolve("root.conf")), "a dry run writes nothing");
     }
 
+    /** What /etc/rc.final runs on FreeBSD once the shutdown has killed the daemons. */
+    @Test
+    void aRescueDryRunTakesTheDevicesOverAndNamesNoRoot(@TempDir Path dir) throws IOException {
+        Files.createDirectories(dir.resolve("lib"));
+        Files.writeString(dir.resolve("lib/ld-elf.so.1"), "");
+        Files.writeString(dir.resolve("runtime-linker"), "ld-elf.so.1\n");
+        Path conf = dir.resolve("nbdroot.conf");
+        Files.writeString(conf, "nbdroot.0.server=\"nbd://192.0.2.1/root\"\nnbdroot.1.server=\"192.0.2.1 10809\"\n"
+                + "nbdroot.root=\"ufs:/dev/ggate0\"\n");
+        Run r = run("start", "--rescue", "--dry-run", "--from", dir.toString(), "--config", conf.toString());
+        assertEquals(0, r.status(), r.err());
+        String main = " -m org.nbdroot.client/org.nbdroot.client.Main rescue --foreground --detached";
+        assertTrue(r.out().contains(main) && r.out().contains(" nbd://192.0.2.1/root /dev/"), r.out());
+        assertTrue(r.out().contains(" 192.0.2.1 10809 /dev/"), r.out());
+        assertEquals(2, r.out().lines().filter(l -> l.startsWith("would run: " + dir + "/lib/ld-elf.so.1 ")).count(), r.out());
+        assertTrue(!r.out().contains("kenv") && !r.out().contains("root.conf"), "a rescue names no new root: " + r.out());
+    }
+
     @Test
     void startingWithNothingStagedSaysWhatToRunFirst(@TempDir Path dir) throws IOException {
         Path conf = dir.resolve("nbdroot.conf");
