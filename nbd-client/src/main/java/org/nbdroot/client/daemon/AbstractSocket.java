@@ -71,6 +71,10 @@ final class AbstractSocket implements AutoCloseable {
                 String reply;
                 if (peer == null || (peer.getUid() != 0 && peer.getUid() != ownUid)) {
                     reply = "error permission denied: only root and uid " + ownUid + " may control this daemon";
+                    // Someone else on the machine tried to control the root disk's daemon: worth a line.
+                    LOG.warning("@" + PREFIX + device + ": refused a control connection from "
+                            + (peer == null ? "a caller without credentials" : "uid " + peer.getUid() + " (pid " + peer.getPid() + ")")
+                            + ": only root and uid " + ownUid + " may control this daemon");
                 } else {
                     reply = ControlServer.answer(handler, ControlServer.readLine(client));
                 }

@@ -5,8 +5,15 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.TimeUnit;
+import java.util.logging.Handler;
+import java.util.logging.LogRecord;
+import java.util.logging.Logger;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -64,6 +71,87 @@ class ControlServerTest {
         }
         assertFalse(ControlClient.isAlive(socket), "closing ends the abstract address too");
         assertFalse(ControlClient.devices().contains(name));
+    }
+
+    /**
+     * A caller of another uid (nobody, from a child process: the tests run as root) reaches the
+     * abstract address, which no file permission guards; SO_PEERCRED must keep its request from
+     * the handler. The client is Python, which can connect to an abstract address and runs as
+     * nobody (the test's class path under /root could not be read by it).
+     */
+    @Test
+    @EnabledOnOs(OS.LINUX)
+    void theAbstractAddressRefusesAnotherUserAndStillServesRoot() throws Exception {
+        assertEquals("root", System.getProperty("user.name"), "the test needs root, to start a child as nobody");
+        String name = device("peercred");
+        List<String> handled = new CopyOnWriteArrayList<>();
+        List<String> logged = new CopyOnWriteArrayList<>();
+        Logger log = Logger.getLogger(AbstractSocket.class.getName());
+        Handler capture = new Handler() {
+            @Override
+            public void publish(LogRecord record) {
+                logged.add(record.getLevel() + " " + record.getMessage());
+            }
+
+            @Override
+            public void flush() {}
+
+            @Override
+            public void close() {}
+        };
+        log.addHandler(capture);
+        Path socket = RunDirectory.socketFor(name);
+        try (ControlServer server = ControlServer.start(socket, request -> {
+            if (!request.isEmpty()) { // not the empty probes of awaitAbstractAddress
+                handled.add(request);
+            }
+            return "ok " + request;
+        })) {
+            awaitAbstractAddress(name);
+            List<String> nobody = asNobody(AbstractSocket.PREFIX + name, "destroy force");
+            assertEquals("65534", nobody.get(0), "the client ran as nobody: " + nobody);
+            assertEquals(List.of(), handled, "nobody's request never reached the handler");
+            assertEquals("error permission denied: only root and uid 0 may control this daemon\n", nobody.get(2),
+                    "the refusal is all nobody gets (then " + nobody.get(1) + ")");
+            assertTrue(logged.stream().anyMatch(l -> l.startsWith("WARNING @" + AbstractSocket.PREFIX + name
+                    + ": refused a control connection from uid 65534 (pid ")), "the refusal is logged: " + logged);
+
+            assertEquals("ok status", AbstractSocket.request(name, "status"), "root is still served");
+            assertEquals(List.of("status"), handled);
+        } finally {
+            log.removeHandler(capture);
+        }
+    }
+
+    /** Connects to {@code @address} as uid and gid 65534, sends {@code request}: [uid, how it ended, what came back]. */
+    private static List<String> asNobody(String address, String request) throws Exception {
+        String client = String.join("\n",
+                "import os, socket, sys",
+                "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+                "s.settimeout(20)",
+                "s.connect('\\0' + sys.argv[1])",
+                "try:",
+                "    s.sendall(sys.argv[2].encode() + b'\\n')",
+                "except (BrokenPipeError, ConnectionResetError):",
+                "    pass  # refused before the request was read: what comes back still tells",
+                "data, end = b'', 'eof'",
+                "try:",
+                "    while True:",
+                "        chunk = s.recv(4096)",
+                "        if not chunk: break",
+                "        data += chunk",
+                "except ConnectionResetError:",
+                "    end = 'reset'",
+                "sys.stdout.write(str(os.getuid()) + '\\n' + end + '\\n' + data.decode())");
+        Process p = new ProcessBuilder("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                "/usr/bin/python3", "-c", client, address, request).directory(Path.of("/").toFile())
+                .redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(30, TimeUnit.SECONDS), "the client as nobody ends");
+        assertEquals(0, p.exitValue(), "the client as nobody: " + out);
+        String[] parts = out.split("\n", 3);
+        assertEquals(3, parts.length, out);
+        return List.of(parts);
     }
 
     /** The abstract address is bound in the background, so that the device does not wait for it. */
