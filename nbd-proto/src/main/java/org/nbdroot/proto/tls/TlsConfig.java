@@ -105,6 +105,9 @@ public final class TlsConfig {
         }
     }
 
+    static final String PSK_NOT_BUILT_IN = "TLS-PSK needs BouncyCastle's TLS, which this runtime image was built without"
+            + " (it adds 12 MiB: build the image with mvn package -Dimage.psk=true)";
+
     /** Whether BouncyCastle's TLS is here: an optional module of the runtime image (-Dimage.psk=true). */
     static boolean pskAvailable() {
         try {
@@ -121,8 +124,7 @@ public final class TlsConfig {
             throw new IllegalArgumentException("a TLS-PSK identity and key must not be empty");
         }
         if (!pskAvailable()) {
-            throw new IllegalArgumentException("TLS-PSK needs BouncyCastle's TLS, which this runtime image was built without"
-                    + " (it adds 12 MiB: build the image with mvn package -Dimage.psk=true)");
+            throw new IllegalArgumentException(PSK_NOT_BUILT_IN);
         }
         return new TlsConfig(null, null, true, null, identity, key.clone());
     }

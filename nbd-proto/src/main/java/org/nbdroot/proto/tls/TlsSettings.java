@@ -141,6 +141,10 @@ public record TlsSettings(Path caFile, Path certFile, Path keyFile, String hostn
     }
 
     private TlsConfig loadPsk() throws NbdException {
+        if (!TlsConfig.pskAvailable()) {
+            // What this image lacks, not a command line that does not parse: exit status 1, not 2.
+            throw new NbdException(TlsConfig.PSK_NOT_BUILT_IN);
+        }
         List<String> lines = readLines(pskFile, "TLS-PSK key file");
         for (int i = 0; i < lines.size(); i++) {
             String line = lines.get(i).strip();
