@@ -30,6 +30,8 @@ import org.junit.jupiter.api.Test;
 import org.nbdroot.client.ggate.emu.GgateEmulator;
 import org.nbdroot.client.ggate.emu.GgateEmulator.BioResult;
 import org.nbdroot.proto.interop.PeerServer;
+import org.nbdroot.proto.testing.TestCertificates;
+import org.nbdroot.proto.testing.TestCertificates.KeyType;
 
 /**
  * The runtime image as built by {@code mvn package} (run after it, in the integration-test
@@ -104,6 +106,56 @@ class RuntimeImageTest {
             assertTrue(info.out.contains("67108864 bytes"), "info prints the export's size: " + info.out);
             info.assertFromTheImageOnly();
         }
+    }
+
+    /**
+     * X.509 TLS from the image, whose JDK is only the modules it links (every other TLS test runs
+     * on the full JDK): nbdkit requiring TLS with an ECDSA and with an RSA certificate; the key
+     * exchange is ECDHE either way, which needs jdk.crypto.ec. TLS-PSK is refused by the default
+     * image, saying how to build it in; an image built with -Dimage.psk=true must do it.
+     */
+    @Test
+    void tlsFromTheImage() throws Exception {
+        for (KeyType type : KeyType.values()) {
+            TestCertificates certs = TestCertificates.create(Files.createDirectories(WORK.resolve("tls-" + type)), type);
+            try (PeerServer server = PeerServer.nbdkit("nbdkit tls " + type, WORK, null,
+                    List.of("--tls=require", "--tls-certificates=" + certs.serverDir), "memory", "size=32M")) {
+                String nbds = "nbds://127.0.0.1:" + port(server) + "/";
+                // The ECDSA one finds the CA through the URI (nbdkit's directory layout), the RSA one through --tls-ca.
+                List<String> args = type == KeyType.EC
+                        ? List.of("info", "--json", nbds + "?tls-certificates=" + certs.serverDir)
+                        : List.of("info", "--json", "--tls-ca", certs.ca.toString(), nbds);
+                Traced info = traced("tls-" + type, args, "");
+                assertEquals(0, info.status, info.err);
+                assertTrue(info.out.contains("\"size\": 33554432"), type + ": info prints the export's size: " + info.out);
+                info.assertFromTheImageOnly();
+                // x25519, GnuTLS's first choice of group: the key exchange ran in jdk.crypto.ec
+                String keyAgreement = info.sourceOf("sun.security.ec.XDHKeyAgreement");
+                assertTrue(keyAgreement != null && (keyAgreement.equals("jrt:/jdk.crypto.ec")
+                        || keyAgreement.startsWith("shared objects file")), type + ": ECDHE from " + keyAgreement);
+            }
+        }
+
+        TestCertificates certs = TestCertificates.create(Files.createDirectories(WORK.resolve("tls-psk")));
+        try (PeerServer server = PeerServer.nbdkit("nbdkit tls psk", WORK, null,
+                List.of("--tls=require", "--tls-psk=" + certs.pskFile), "memory", "size=32M")) {
+            Traced psk = traced("tls-psk", List.of("info", "--json", "--tls-psk", certs.pskFile.toString(),
+                    "nbds://127.0.0.1:" + port(server) + "/"), "");
+            if (Boolean.getBoolean("image.psk")) {
+                assertEquals(0, psk.status, psk.err);
+                assertTrue(psk.out.contains("\"size\": 33554432"), "PSK from an image built with it: " + psk.out);
+            } else {
+                assertEquals(1, psk.status, psk.err);
+                assertTrue(psk.err.contains("nbd-client: TLS-PSK needs BouncyCastle's TLS, which this runtime image was built "
+                        + "without (it adds 12 MiB: build the image with mvn package -Dimage.psk=true)\n"), psk.err);
+                assertEquals("", psk.out);
+            }
+            psk.assertFromTheImageOnly();
+        }
+    }
+
+    private static String port(PeerServer server) {
+        return server.uri.endpoint().toString().split(":")[1];
     }
 
     @Test
@@ -217,13 +269,29 @@ class RuntimeImageTest {
             assertTrue(tracer.waitFor(30, TimeUnit.SECONDS), name + ": strace ends once every process it follows has");
         }
 
-        /** No class from anywhere but the image, no jar opened, nothing created or written in /tmp. */
-        void assertFromTheImageOnly() throws IOException {
-            List<Path> logs;
+        /** Where the class-loading logs show {@code className} loaded from (jrt:/MODULE); null if it was not. */
+        String sourceOf(String className) throws IOException {
+            for (Path log : classLogs()) {
+                for (String line : Files.readAllLines(log)) {
+                    Matcher m = CLASS_LOAD.matcher(line);
+                    if (m.find() && m.group(1).equals(className)) {
+                        return m.group(2);
+                    }
+                }
+            }
+            return null;
+        }
+
+        private List<Path> classLogs() throws IOException {
             try (Stream<Path> files = Files.list(classLog.getParent())) {
                 String prefix = classLog.getFileName().toString();
-                logs = files.filter(f -> f.getFileName().toString().startsWith(prefix)).collect(Collectors.toList());
+                return files.filter(f -> f.getFileName().toString().startsWith(prefix)).collect(Collectors.toList());
             }
+        }
+
+        /** No class from anywhere but the image, no jar opened, nothing created or written in /tmp. */
+        void assertFromTheImageOnly() throws IOException {
+            List<Path> logs = classLogs();
             assertFalse(logs.isEmpty(), name + ": a class-loading log (-Xlog in JAVA_OPTS reaches the JVM)");
             int classes = 0;
             boolean ours = false;
