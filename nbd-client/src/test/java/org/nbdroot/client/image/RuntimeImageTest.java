@@ -147,7 +147,7 @@ class RuntimeImageTest {
             } else {
                 assertEquals(1, psk.status, psk.err);
                 assertTrue(psk.err.contains("nbd-client: TLS-PSK needs BouncyCastle's TLS, which this runtime image was built "
-                        + "without (it adds 12 MiB: build the image with mvn package -Dimage.psk=true)\n"), psk.err);
+                        + "without (it adds 11 MiB: build the image with mvn package -Dimage.psk=true)\n"), psk.err);
                 assertEquals("", psk.out);
             }
             psk.assertFromTheImageOnly();

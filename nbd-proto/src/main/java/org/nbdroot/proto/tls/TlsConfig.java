@@ -106,7 +106,7 @@ public final class TlsConfig {
     }
 
     static final String PSK_NOT_BUILT_IN = "TLS-PSK needs BouncyCastle's TLS, which this runtime image was built without"
-            + " (it adds 12 MiB: build the image with mvn package -Dimage.psk=true)";
+            + " (it adds 11 MiB: build the image with mvn package -Dimage.psk=true)";
 
     /** Whether BouncyCastle's TLS is here: an optional module of the runtime image (-Dimage.psk=true). */
     static boolean pskAvailable() {
