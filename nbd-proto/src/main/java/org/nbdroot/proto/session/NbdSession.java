@@ -44,6 +44,7 @@ public final class NbdSession implements AutoCloseable {
     private final NbdUri uri;
     private final SessionOptions options;
     private final Reconnector reconnector;
+    private final RequestObserver observer;
     /** Completes once connections retired by {@link #refreshExport} have flushed what they wrote and closed. */
     private volatile CompletableFuture<Void> retirements = CompletableFuture.completedFuture(null);
     private final java.util.concurrent.atomic.AtomicBoolean refreshing = new java.util.concurrent.atomic.AtomicBoolean();
@@ -64,6 +65,7 @@ public final class NbdSession implements AutoCloseable {
         this.connector = connector;
         this.uri = uri;
         this.options = options;
+        this.observer = options.observer();
         this.connections = new AtomicReferenceArray<>(slots);
         this.reconnector = options.reconnect() == null ? null : new Reconnector(this, options.reconnect());
     }
@@ -370,7 +372,9 @@ public final class NbdSession implements AutoCloseable {
 
     private CompletableFuture<ByteBuf> readOne(long offset, int length, int flags) {
         CompletableFuture<ByteBuf> future = new CompletableFuture<>();
+        long started = started(Command.READ);
         submit(new NbdRequest(Command.READ, flags, offset, length, null, (request, failure) -> {
+            completed(request, started, failure);
             if (failure != null) {
                 future.completeExceptionally(failure);
             } else {
@@ -499,7 +503,9 @@ public final class NbdSession implements AutoCloseable {
         // The journal copies a WRITE's data once it is acknowledged: the caller's buffer is unchanged until then.
         ByteBuf kept = journaled && payload != null ? payload.retainedDuplicate() : null;
         long mark = j != null && command == Command.FLUSH ? j.mark() : -1;
+        long started = started(command);
         submit(new NbdRequest(command, flags, offset, length, payload, (request, failure) -> {
+            completed(request, started, failure);
             if (failure != null) {
                 if (kept != null) {
                     kept.release();
@@ -524,6 +530,35 @@ public final class NbdSession implements AutoCloseable {
             future.complete(null);
         }));
         return future;
+    }
+
+    // What the observer hears: every caller's request (READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, CACHE) starts
+    // and ends here, before its future completes; internal requests (journal replay, a retiring FLUSH) do not.
+
+    private long started(Command command) {
+        try {
+            observer.started(command);
+        } catch (RuntimeException e) {
+            observerFailed(e);
+        }
+        return System.nanoTime();
+    }
+
+    private void completed(NbdRequest request, long started, Throwable failure) {
+        try {
+            observer.completed(request.command, request.length, System.nanoTime() - started, failure);
+        } catch (RuntimeException e) {
+            observerFailed(e); // a broken observer must not leave the caller's future hanging
+        }
+    }
+
+    private static void observerFailed(RuntimeException e) {
+        java.util.logging.Logger.getLogger(NbdSession.class.getName()).log(java.util.logging.Level.WARNING,
+                "the request observer failed", e);
+    }
+
+    RequestObserver observer() {
+        return observer;
     }
 
     /** A FLUSH of the session's own, to empty the journal before it reaches its limit. */

@@ -23,6 +23,7 @@ import org.nbdroot.proto.wire.NbdConstants;
  *                          reconnected, or its requests fail); zero for no deadline
  * @param tls               TLS for every connection (files already read); null for none, or for what an
  *                          nbds:// URI asks ({@link TlsSettings#fromUri}, read when the session starts)
+ * @param observer          hears every request's outcome and every reconnect (metrics); {@link RequestObserver#NONE}
  */
 public record SessionOptions(
         int connections,
@@ -32,7 +33,8 @@ public record SessionOptions(
         Duration handshakeTimeout,
         ReconnectPolicy reconnect,
         Duration requestTimeout,
-        TlsConfig tls) {
+        TlsConfig tls,
+        RequestObserver observer) {
 
     /**
      * 30 s: far beyond any healthy reply (a loaded server answers in milliseconds; nbdkit's
@@ -42,7 +44,8 @@ public record SessionOptions(
     public static final Duration DEFAULT_REQUEST_TIMEOUT = Duration.ofSeconds(30);
 
     public static final SessionOptions DEFAULT = new SessionOptions(1, true, List.of(NbdConstants.BASE_ALLOCATION),
-            NbdConnector.DEFAULT_CONNECT_TIMEOUT, HandshakePlan.DEFAULT_TIMEOUT, null, DEFAULT_REQUEST_TIMEOUT, null);
+            NbdConnector.DEFAULT_CONNECT_TIMEOUT, HandshakePlan.DEFAULT_TIMEOUT, null, DEFAULT_REQUEST_TIMEOUT, null,
+            RequestObserver.NONE);
 
     public SessionOptions(int connections, boolean structuredReplies, List<String> metaContexts, Duration connectTimeout,
             Duration handshakeTimeout) {
@@ -61,6 +64,12 @@ public record SessionOptions(
                 null);
     }
 
+    public SessionOptions(int connections, boolean structuredReplies, List<String> metaContexts, Duration connectTimeout,
+            Duration handshakeTimeout, ReconnectPolicy reconnect, Duration requestTimeout, TlsConfig tls) {
+        this(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect, requestTimeout, tls,
+                RequestObserver.NONE);
+    }
+
     public SessionOptions {
         if (connections < 1) {
             throw new IllegalArgumentException("connections must be at least 1, not " + connections);
@@ -69,36 +78,42 @@ public record SessionOptions(
             throw new IllegalArgumentException("the request timeout must not be negative");
         }
         metaContexts = List.copyOf(metaContexts);
+        observer = observer == null ? RequestObserver.NONE : observer;
     }
 
     public SessionOptions withConnections(int n) {
         return new SessionOptions(n, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                requestTimeout, tls);
+                requestTimeout, tls, observer);
     }
 
     public SessionOptions withStructuredReplies(boolean on) {
         return new SessionOptions(connections, on, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                requestTimeout, tls);
+                requestTimeout, tls, observer);
     }
 
     public SessionOptions withReconnect(ReconnectPolicy policy) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, policy,
-                requestTimeout, tls);
+                requestTimeout, tls, observer);
     }
 
     public SessionOptions withRequestTimeout(Duration timeout) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                timeout, tls);
+                timeout, tls, observer);
     }
 
     public SessionOptions withHandshakeTimeout(Duration timeout) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, timeout, reconnect,
-                requestTimeout, tls);
+                requestTimeout, tls, observer);
     }
 
     public SessionOptions withTls(TlsConfig config) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                requestTimeout, config);
+                requestTimeout, config, observer);
+    }
+
+    public SessionOptions withObserver(RequestObserver o) {
+        return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
+                requestTimeout, tls, o);
     }
 
     /**
