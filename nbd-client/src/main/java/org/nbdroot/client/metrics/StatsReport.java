@@ -99,6 +99,11 @@ public final class StatsReport {
      * rest of those that succeeded.
      */
     public static String json(String device, DeviceMetrics metrics) {
+        return Json.write(jsonObject(device, metrics));
+    }
+
+    /** What {@link #json} writes, to put in a larger object. */
+    public static Map<String, Object> jsonObject(String device, DeviceMetrics metrics) {
         var registry = metrics.registry();
         Map<String, Object> requests = Json.object();
         for (Command c : Metrics.COMMANDS) {
@@ -124,7 +129,7 @@ public final class StatsReport {
         long last = metrics.lastReconnectMillis();
         out.put("last_reconnect", last == 0 ? null : Instant.ofEpochMilli(last).toString());
         out.put("journal_bytes", (long) registry.get(Metrics.JOURNAL_BYTES).gauge().value());
-        return Json.write(out);
+        return out;
     }
 
     private static Timer timer(DeviceMetrics metrics, String command, String outcome) {
