@@ -532,8 +532,9 @@ public final class NbdSession implements AutoCloseable {
         return future;
     }
 
-    // What the observer hears: every caller's request (READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, CACHE) starts
-    // and ends here, before its future completes; internal requests (journal replay, a retiring FLUSH) do not.
+    // What the observer hears: every request of READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, CACHE (readOne and simple,
+    // the session's own FLUSH that empties the journal included) starts and ends here, before its future completes;
+    // a journal replay and a retiring connection's last FLUSH are not requests of anyone's, and are not heard.
 
     private long started(Command command) {
         try {
