@@ -44,6 +44,7 @@ public final class NbdSession implements AutoCloseable {
     private final NbdUri uri;
     private final SessionOptions options;
     private final Reconnector reconnector;
+    /** Hears each READ, WRITE, FLUSH, TRIM, WRITE_ZEROES and CACHE of readOne and simple: see {@link ObserverCalls}. */
     private final RequestObserver observer;
     /** Completes once connections retired by {@link #refreshExport} have flushed what they wrote and closed. */
     private volatile CompletableFuture<Void> retirements = CompletableFuture.completedFuture(null);
@@ -372,9 +373,9 @@ public final class NbdSession implements AutoCloseable {
 
     private CompletableFuture<ByteBuf> readOne(long offset, int length, int flags) {
         CompletableFuture<ByteBuf> future = new CompletableFuture<>();
-        long started = started(Command.READ);
+        long started = ObserverCalls.started(observer, Command.READ);
         submit(new NbdRequest(Command.READ, flags, offset, length, null, (request, failure) -> {
-            completed(request, started, failure);
+            ObserverCalls.completed(observer, request, started, failure);
             if (failure != null) {
                 future.completeExceptionally(failure);
             } else {
@@ -503,9 +504,9 @@ public final class NbdSession implements AutoCloseable {
         // The journal copies a WRITE's data once it is acknowledged: the caller's buffer is unchanged until then.
         ByteBuf kept = journaled && payload != null ? payload.retainedDuplicate() : null;
         long mark = j != null && command == Command.FLUSH ? j.mark() : -1;
-        long started = started(command);
+        long started = ObserverCalls.started(observer, command);
         submit(new NbdRequest(command, flags, offset, length, payload, (request, failure) -> {
-            completed(request, started, failure);
+            ObserverCalls.completed(observer, request, started, failure);
             if (failure != null) {
                 if (kept != null) {
                     kept.release();
@@ -530,32 +531,6 @@ public final class NbdSession implements AutoCloseable {
             future.complete(null);
         }));
         return future;
-    }
-
-    // What the observer hears: every request of READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, CACHE (readOne and simple,
-    // the session's own FLUSH that empties the journal included) starts and ends here, before its future completes;
-    // a journal replay and a retiring connection's last FLUSH are not requests of anyone's, and are not heard.
-
-    private long started(Command command) {
-        try {
-            observer.started(command);
-        } catch (RuntimeException e) {
-            observerFailed(e);
-        }
-        return System.nanoTime();
-    }
-
-    private void completed(NbdRequest request, long started, Throwable failure) {
-        try {
-            observer.completed(request.command, request.length, System.nanoTime() - started, failure);
-        } catch (RuntimeException e) {
-            observerFailed(e); // a broken observer must not leave the caller's future hanging
-        }
-    }
-
-    private static void observerFailed(RuntimeException e) {
-        java.util.logging.Logger.getLogger(NbdSession.class.getName()).log(java.util.logging.Level.WARNING,
-                "the request observer failed", e);
     }
 
     RequestObserver observer() {

@@ -75,6 +75,33 @@ class RequestObserverTest {
     }
 
     @Test
+    void anObserverThatThrowsLeavesNoRequestHanging() throws Exception {
+        RequestObserver broken = new RequestObserver() {
+            @Override
+            public void started(Command command) {
+                throw new IllegalStateException("broken at start");
+            }
+
+            @Override
+            public void completed(Command command, int bytes, long nanos, Throwable failure) {
+                throw new IllegalStateException("broken at completion");
+            }
+        };
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(1 << 20).start()) {
+            NbdSession session = NbdSession.connect(connector, NbdUri.parse(server.uri()),
+                    SessionOptions.DEFAULT.withObserver(broken)).get(10, TimeUnit.SECONDS);
+            byte[] data = new byte[512];
+            data[7] = 42;
+            session.write(0, Unpooled.wrappedBuffer(data), false).get(10, TimeUnit.SECONDS);
+            var read = session.read(0, 512).get(10, TimeUnit.SECONDS);
+            assertEquals(42, read.getByte(read.readerIndex() + 7));
+            assertEquals(42, server.read(0, 512)[7], "the WRITE reached the server");
+            read.release();
+            session.close();
+        }
+    }
+
+    @Test
     void aReconnectIsHeardAndTheRequestsItCarriedAreHeardOnce() throws Exception {
         Recorder recorder = new Recorder();
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(1 << 20).volatileWriteCache().start()) {
