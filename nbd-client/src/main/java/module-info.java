@@ -8,6 +8,7 @@ module org.nbdroot.client {
     requires org.jnrproject.unixsocket;
     requires org.nbdroot.reroot;
     requires java.logging;
+    requires micrometer.core;
     requires io.netty.transport.classes.epoll;
     requires io.netty.transport.unix.common;
 

@@ -1,5 +1,6 @@
 package org.nbdroot.client.cli;
 
+import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
 import java.time.Duration;
 import java.util.Locale;
 import java.util.concurrent.Callable;
@@ -8,6 +9,8 @@ import org.nbdroot.client.bench.BenchConfig;
 import org.nbdroot.client.bench.BenchConfig.Workload;
 import org.nbdroot.client.bench.BenchResult;
 import org.nbdroot.client.bench.Benchmark;
+import org.nbdroot.client.metrics.DeviceMetrics;
+import org.nbdroot.client.metrics.StatsReport;
 import org.nbdroot.proto.ExportInfo;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.session.SessionOptions;
@@ -61,6 +64,10 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--json", description = "Print one JSON object.")
     boolean json;
 
+    @Option(names = "--metrics", description = {"Count with the daemon's meters too (what nbd-client stats shows), ramp",
+            "included, and print them after the result (with --json: as its \"metrics\" member)."})
+    boolean metrics;
+
     @Spec
     CommandSpec spec;
 
@@ -82,10 +89,17 @@ final class BenchCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--verify needs --bs to be a multiple of 8");
         }
         SessionOptions options = connection.sessionOptions(target.uri());
+        DeviceMetrics meters = metrics ? new DeviceMetrics(new SimpleMeterRegistry()) : null;
+        if (meters != null) {
+            options = options.withObserver(meters);
+        }
         int loops = threads > 0 ? threads : Math.min(options.connections(), Runtime.getRuntime().availableProcessors());
         BenchResult result;
         try (Engine engine = new Engine(loops, options)) {
             NbdSession session = engine.open(target.uri(), options);
+            if (meters != null) {
+                meters.watch(session);
+            }
             try {
                 ExportInfo export = session.export();
                 long usable = span == null ? export.size() : Math.min(span, export.size());
@@ -108,7 +122,18 @@ final class BenchCommand implements Callable<Integer> {
             }
         }
         var out = spec.commandLine().getOut();
-        out.println(json ? Json.write(toJson(result)) : toText(result));
+        if (json) {
+            var o = toJson(result);
+            if (meters != null) {
+                o.put("metrics", StatsReport.jsonObject(target.uri().toString(), meters));
+            }
+            out.println(Json.write(o));
+        } else {
+            out.println(toText(result));
+            if (meters != null) {
+                out.print(StatsReport.text(meters));
+            }
+        }
         out.flush();
         if (result.stopReason() != null) {
             spec.commandLine().getErr().println("nbd-client: bench stopped early: " + result.stopReason());

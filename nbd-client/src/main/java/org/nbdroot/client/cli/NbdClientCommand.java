@@ -18,7 +18,7 @@ import picocli.CommandLine.Command;
                 "  nbd-client [options] URI [DEVICE]",
                 ""},
         subcommands = {ListCommand.class, InfoCommand.class, BenchCommand.class, RescueCommand.class,
-                DestroyCommand.class, ListDevicesCommand.class, ResizeCommand.class,
+                DestroyCommand.class, ListDevicesCommand.class, ResizeCommand.class, StatsCommand.class,
                 org.nbdroot.reroot.RerootCommand.class})
 public final class NbdClientCommand implements java.util.concurrent.Callable<Integer> {
     /** Exit status when the work failed (unreachable server, refused option, protocol violation). */

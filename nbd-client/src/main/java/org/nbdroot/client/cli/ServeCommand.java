@@ -18,6 +18,7 @@ import org.nbdroot.client.ggate.GgateOptions;
 import org.nbdroot.client.linuxnbd.LinuxNbdAbi;
 import org.nbdroot.client.linuxnbd.LinuxNbdDevice;
 import org.nbdroot.client.linuxnbd.LinuxNbdOptions;
+import org.nbdroot.client.metrics.DeviceMetrics;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.session.SessionOptions;
 import org.nbdroot.proto.transport.NbdUri;
@@ -137,9 +138,12 @@ final class ServeCommand {
         if (options.rootStorage) {
             markRootStorage();
         }
-        SessionOptions sessionOptions = options.connection.sessionOptions(target.uri());
+        // Every meter registered and every path reading them run now: after a reroot no class can be loaded.
+        DeviceMetrics metrics = DeviceMetrics.start();
+        SessionOptions sessionOptions = options.connection.sessionOptions(target.uri()).withObserver(metrics);
         try (Engine engine = new Engine(Math.max(1, sessionOptions.connections()), sessionOptions)) {
             NbdSession session = engine.open(target.uri(), sessionOptions);
+            metrics.watch(session);
             ServedDevice device;
             if (linux != null) {
                 device = LinuxNbdDevice.create(session, engine.transport, linux, target.uri().toString());
@@ -159,7 +163,8 @@ final class ServeCommand {
             }));
             Path socket = RunDirectory.socketFor(device.name());
             String source = target.uri().toString();
-            DaemonControl handler = new DaemonControl(device, target.uri());
+            DaemonControl handler = new DaemonControl(device, target.uri(), metrics);
+            handler.handle("stats json"); // this device's own meters read once (the warm-up read others)
             try (ControlServer control = ControlServer.start(socket, handler)) {
                 System.out.println(device.name());
                 System.out.flush();

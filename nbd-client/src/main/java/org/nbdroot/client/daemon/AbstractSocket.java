@@ -78,7 +78,7 @@ final class AbstractSocket implements AutoCloseable {
                 } else {
                     reply = ControlServer.answer(handler, ControlServer.readLine(client));
                 }
-                client.write(ByteBuffer.wrap((reply + "\n").getBytes(StandardCharsets.UTF_8)));
+                ControlServer.writeReply(client, reply);
             } catch (IOException e) {
                 if (server.isOpen()) {
                     LOG.log(Level.FINE, "control connection failed", e);
@@ -91,7 +91,7 @@ final class AbstractSocket implements AutoCloseable {
     static String request(String device, String request) throws IOException {
         try (UnixSocketChannel channel = UnixSocketChannel.open(address(device))) {
             channel.write(ByteBuffer.wrap((request + "\n").getBytes(StandardCharsets.UTF_8)));
-            return ControlServer.readLine(channel).strip();
+            return ControlServer.readReply(channel).strip();
         }
     }
 

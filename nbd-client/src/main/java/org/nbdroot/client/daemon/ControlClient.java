@@ -27,7 +27,7 @@ public final class ControlClient {
         try (SocketChannel channel = SocketChannel.open(StandardProtocolFamily.UNIX)) {
             channel.connect(UnixDomainSocketAddress.of(socket));
             channel.write(ByteBuffer.wrap((request + "\n").getBytes(StandardCharsets.UTF_8)));
-            return ControlServer.readLine(channel).strip();
+            return ControlServer.readReply(channel).strip();
         }
     }
 

@@ -14,13 +14,16 @@ import java.util.logging.Logger;
 
 /**
  * A daemon's control socket: one request line in, one reply out, then the connection
- * closes. Requests: {@code status}, {@code destroy}, {@code destroy force}.
- * Replies start with {@code ok} or {@code error}. On Linux the daemon also answers at an
+ * closes. Requests: {@code status}, {@code destroy}, {@code destroy force}, {@code resize},
+ * {@code stats}. Replies start with {@code ok} or {@code error}; a reply may hold more lines
+ * (stats), so a client reads it to the end. On Linux the daemon also answers at an
  * address no file backs ({@link AbstractSocket}), which outlives its run directory.
  */
 public final class ControlServer implements AutoCloseable {
     private static final Logger LOG = Logger.getLogger(ControlServer.class.getName());
     static final int MAX_REQUEST = 256;
+    /** A reply is read to the end of the connection, up to this much. */
+    static final int MAX_REPLY = 1 << 20;
 
     /** What the daemon does for each request; returns the reply. */
     public interface Handler {
@@ -83,7 +86,7 @@ public final class ControlServer implements AutoCloseable {
         while (server.isOpen()) {
             try (SocketChannel client = server.accept()) {
                 String reply = answer(handler, readLine(client));
-                client.write(ByteBuffer.wrap((reply + "\n").getBytes(StandardCharsets.UTF_8)));
+                writeReply(client, reply);
             } catch (IOException e) {
                 if (server.isOpen()) {
                     LOG.log(Level.FINE, "control connection failed", e);
@@ -92,7 +95,7 @@ public final class ControlServer implements AutoCloseable {
         }
     }
 
-    /** One request or reply line, up to {@link #MAX_REQUEST} bytes, from either kind of Unix socket. */
+    /** One request line, up to {@link #MAX_REQUEST} bytes, from either kind of Unix socket. */
     static String readLine(java.nio.channels.ReadableByteChannel channel) throws IOException {
         ByteBuffer buffer = ByteBuffer.allocate(MAX_REQUEST);
         while (buffer.hasRemaining()) {
@@ -105,6 +108,26 @@ public final class ControlServer implements AutoCloseable {
         }
         buffer.flip();
         return StandardCharsets.UTF_8.decode(buffer).toString();
+    }
+
+    /** A whole reply: everything the daemon writes before it closes, up to {@link #MAX_REPLY} bytes. */
+    static String readReply(java.nio.channels.ReadableByteChannel channel) throws IOException {
+        java.io.ByteArrayOutputStream reply = new java.io.ByteArrayOutputStream();
+        ByteBuffer buffer = ByteBuffer.allocate(8192);
+        while (channel.read(buffer) >= 0 && reply.size() < MAX_REPLY) {
+            reply.write(buffer.array(), 0, buffer.position());
+            buffer.clear();
+        }
+        reply.write(buffer.array(), 0, buffer.position());
+        return reply.toString(StandardCharsets.UTF_8);
+    }
+
+    /** Writes all of a reply: a channel may take less than asked. */
+    static void writeReply(java.nio.channels.WritableByteChannel channel, String reply) throws IOException {
+        ByteBuffer bytes = ByteBuffer.wrap((reply + "\n").getBytes(StandardCharsets.UTF_8));
+        while (bytes.hasRemaining()) {
+            channel.write(bytes);
+        }
     }
 
     @Override

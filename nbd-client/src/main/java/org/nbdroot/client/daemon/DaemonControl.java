@@ -1,18 +1,28 @@
 package org.nbdroot.client.daemon;
 
+import org.nbdroot.client.metrics.DeviceMetrics;
+import org.nbdroot.client.metrics.StatsReport;
 import org.nbdroot.proto.transport.NbdUri;
 
 /**
- * What a serving daemon answers on its control socket: status, destroy, and resize (the
- * export's size asked for again on a fresh connection, the device following it).
+ * What a serving daemon answers on its control socket: status, destroy, resize (the
+ * export's size asked for again on a fresh connection, the device following it), and stats
+ * (its meters: one line each after {@code ok}, or with {@code stats json} one JSON object).
  */
 public final class DaemonControl implements ControlServer.Handler {
     private final ServedDevice device;
     private final NbdUri uri;
+    private final DeviceMetrics metrics;
 
     public DaemonControl(ServedDevice device, NbdUri uri) {
+        this(device, uri, null);
+    }
+
+    /** With the device's meters for {@code stats}; null when it keeps none. */
+    public DaemonControl(ServedDevice device, NbdUri uri, DeviceMetrics metrics) {
         this.device = device;
         this.uri = uri;
+        this.metrics = metrics;
     }
 
     @Override
@@ -24,6 +34,8 @@ public final class DaemonControl implements ControlServer.Handler {
             case "destroy force" -> destroy(true);
             case "resize" -> resize(false);
             case "resize force" -> resize(true);
+            case "stats" -> metrics == null ? noMetrics() : "ok\n" + StatsReport.text(metrics).strip();
+            case "stats json" -> metrics == null ? noMetrics() : "ok " + StatsReport.json(device.name(), metrics);
             default -> "error unknown request '" + request + "'";
         };
     }
@@ -36,6 +48,10 @@ public final class DaemonControl implements ControlServer.Handler {
                     + device.name() + " keeps its " + change.before() + " bytes (shrink what is on it first, then resize --force)";
         }
         return "ok " + device.name() + " size=" + change.after() + " was=" + change.before() + " export=" + change.exportSize();
+    }
+
+    private String noMetrics() {
+        return "error " + device.name() + "'s daemon keeps no metrics";
     }
 
     private String destroy(boolean force) throws Exception {

@@ -76,6 +76,20 @@ class CommandLineTest {
     }
 
     @Test
+    void benchWithMetricsReportsTheMetersToo() {
+        Run r = run("bench", uri, "--rw", "randwrite", "--bs", "4k", "--iodepth", "4", "--runtime", "1", "--metrics", "--json");
+        assertEquals(0, r.status(), r.err());
+        java.util.regex.Matcher ios = java.util.regex.Pattern.compile("\"ios\": (\\d+)").matcher(r.out());
+        java.util.regex.Matcher writes = java.util.regex.Pattern.compile(
+                "\"metrics\": \\{.*\"write\": \\{\"count\": (\\d+), \"errors\": 0, \"bytes\": (\\d+),").matcher(r.out());
+        assertTrue(ios.find() && writes.find(), r.out());
+        long counted = Long.parseLong(writes.group(1));
+        assertTrue(counted >= Long.parseLong(ios.group(1)) && counted > 0, "the meters saw every WRITE the bench did: " + r.out());
+        assertEquals(counted * 4096, Long.parseLong(writes.group(2)), r.out());
+        assertTrue(r.out().contains("\"read\": {\"count\": 0,"), r.out());
+    }
+
+    @Test
     void failuresAreOneLineAndNonZero() {
         Run noServer = run("info", "nbd://127.0.0.1:1/");
         assertEquals(1, noServer.status());

@@ -56,6 +56,25 @@ class ControlServerTest {
         assertFalse(ControlClient.isAlive(socket));
     }
 
+    /** A reply of many lines and far more than a request's 256 bytes (stats), on both kinds of socket. */
+    @Test
+    void aLongReplyOfManyLinesArrivesWhole() throws IOException {
+        String name = device("long");
+        Path socket = RunDirectory.socketFor(name);
+        StringBuilder reply = new StringBuilder("ok");
+        for (int i = 0; i < 2000; i++) {
+            reply.append("\nnbd.line ").append(i);
+        }
+        try (ControlServer server = ControlServer.start(socket, request -> reply.toString())) {
+            assertEquals(reply.toString(), ControlClient.request(socket, "stats"));
+            if (AbstractSocket.supported()) {
+                awaitAbstractAddress(name);
+                Files.delete(socket);
+                assertEquals(reply.toString(), ControlClient.request(socket, "stats"), "through the abstract address");
+            }
+        }
+    }
+
     @Test
     @EnabledOnOs(OS.LINUX)
     void withItsSocketFileAndRunDirectoryGoneTheDaemonStillAnswersOnLinux() throws IOException {

@@ -190,6 +190,8 @@ class RuntimeImageTest {
     }
 
     private static void assertServesFromTheImage(GgateEmulator kernel, String device, long daemon, String opts) throws Exception {
+        Path daemonClasses = WORK.resolve("daemon-classes-" + daemon + ".log");
+        long loadedWhenServing = Files.readAllLines(daemonClasses).size();
         // It maps the copy's files, and no jar, nothing in /tmp.
         List<String> maps = Files.readAllLines(Path.of("/proc/" + daemon + "/maps"));
         Set<String> mapped = maps.stream().map(l -> l.split("\\s+", 6)).filter(f -> f.length == 6 && f[5].startsWith("/"))
@@ -211,6 +213,20 @@ class RuntimeImageTest {
         BioResult read = kernel.awaitBio(kernel.queueRead(unit, 8192, data.length), WAIT);
         assertTrue(read.ok(), "a read through the device: " + read);
         assertArrayEquals(data, read.data(), "the device reads back what was written");
+
+        // Its meters counted that, read through the control socket; every class they need was
+        // loaded before it served (after a reroot none could be).
+        Traced stats = traced("stats", List.of("stats", device, "--json"), opts);
+        assertEquals(0, stats.status, stats.err);
+        for (String command : List.of("write", "read")) {
+            assertTrue(stats.out.matches("(?s).*\"" + command + "\": \\{\"count\": [1-9]\\d*, \"errors\": 0, \"bytes\": "
+                    + data.length + ",.*"), command + " counted: " + stats.out);
+        }
+        stats.assertFromTheImageOnly();
+        List<String> late = Files.readAllLines(daemonClasses).stream().skip(loadedWhenServing)
+                .filter(l -> l.matches(".*\\] (io\\.micrometer|org\\.HdrHistogram|org\\.nbdroot\\.client\\.metrics)\\..*"))
+                .collect(Collectors.toList());
+        assertEquals(List.of(), late, "metrics classes the daemon loaded only once serving");
 
         Traced destroy = traced("destroy", List.of("destroy", device), opts);
         assertEquals(0, destroy.status, destroy.err);

@@ -44,6 +44,8 @@ public final class NbdSession implements AutoCloseable {
     private final NbdUri uri;
     private final SessionOptions options;
     private final Reconnector reconnector;
+    /** Hears each READ, WRITE, FLUSH, TRIM, WRITE_ZEROES and CACHE of readOne and simple: see {@link ObserverCalls}. */
+    private final RequestObserver observer;
     /** Completes once connections retired by {@link #refreshExport} have flushed what they wrote and closed. */
     private volatile CompletableFuture<Void> retirements = CompletableFuture.completedFuture(null);
     private final java.util.concurrent.atomic.AtomicBoolean refreshing = new java.util.concurrent.atomic.AtomicBoolean();
@@ -64,6 +66,7 @@ public final class NbdSession implements AutoCloseable {
         this.connector = connector;
         this.uri = uri;
         this.options = options;
+        this.observer = options.observer();
         this.connections = new AtomicReferenceArray<>(slots);
         this.reconnector = options.reconnect() == null ? null : new Reconnector(this, options.reconnect());
     }
@@ -370,7 +373,9 @@ public final class NbdSession implements AutoCloseable {
 
     private CompletableFuture<ByteBuf> readOne(long offset, int length, int flags) {
         CompletableFuture<ByteBuf> future = new CompletableFuture<>();
+        long started = ObserverCalls.started(observer, Command.READ);
         submit(new NbdRequest(Command.READ, flags, offset, length, null, (request, failure) -> {
+            ObserverCalls.completed(observer, request, started, failure);
             if (failure != null) {
                 future.completeExceptionally(failure);
             } else {
@@ -499,7 +504,9 @@ public final class NbdSession implements AutoCloseable {
         // The journal copies a WRITE's data once it is acknowledged: the caller's buffer is unchanged until then.
         ByteBuf kept = journaled && payload != null ? payload.retainedDuplicate() : null;
         long mark = j != null && command == Command.FLUSH ? j.mark() : -1;
+        long started = ObserverCalls.started(observer, command);
         submit(new NbdRequest(command, flags, offset, length, payload, (request, failure) -> {
+            ObserverCalls.completed(observer, request, started, failure);
             if (failure != null) {
                 if (kept != null) {
                     kept.release();
@@ -524,6 +531,10 @@ public final class NbdSession implements AutoCloseable {
             future.complete(null);
         }));
         return future;
+    }
+
+    RequestObserver observer() {
+        return observer;
     }
 
     /** A FLUSH of the session's own, to empty the journal before it reaches its limit. */

@@ -260,6 +260,7 @@ final class Reconnector implements NbdConnection.LossListener {
     private void adopt(int slot, NbdConnection connection, int attempt, ExportInfo before, ExportInfo now) {
         session.replace(slot, connection, now);
         reconnects.incrementAndGet();
+        session.observer().reconnected();
         List<NbdRequest> batch;
         synchronized (this) {
             reconnecting[slot] = false;

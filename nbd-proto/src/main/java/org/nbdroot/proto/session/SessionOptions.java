@@ -25,6 +25,7 @@ import org.nbdroot.proto.wire.NbdConstants;
  *                          reconnected, or its requests fail); zero for no deadline
  * @param tls               TLS for every connection (files already read); null for none, or for what an
  *                          nbds:// URI asks ({@link TlsSettings#fromUri}, read when the session starts)
+ * @param observer          hears every request's outcome and every reconnect (metrics); {@link RequestObserver#NONE}
  */
 public record SessionOptions(
         int connections,
@@ -35,7 +36,8 @@ public record SessionOptions(
         ReconnectPolicy reconnect,
         Duration requestTimeout,
         TlsConfig tls,
-        boolean extendedHeaders) {
+        boolean extendedHeaders,
+        RequestObserver observer) {
 
     /**
      * 30 s: far beyond any healthy reply (a loaded server answers in milliseconds; nbdkit's
@@ -45,7 +47,8 @@ public record SessionOptions(
     public static final Duration DEFAULT_REQUEST_TIMEOUT = Duration.ofSeconds(30);
 
     public static final SessionOptions DEFAULT = new SessionOptions(1, true, List.of(NbdConstants.BASE_ALLOCATION),
-            NbdConnector.DEFAULT_CONNECT_TIMEOUT, HandshakePlan.DEFAULT_TIMEOUT, null, DEFAULT_REQUEST_TIMEOUT, null, true);
+            NbdConnector.DEFAULT_CONNECT_TIMEOUT, HandshakePlan.DEFAULT_TIMEOUT, null, DEFAULT_REQUEST_TIMEOUT, null, true,
+            RequestObserver.NONE);
 
     public SessionOptions(int connections, boolean structuredReplies, List<String> metaContexts, Duration connectTimeout,
             Duration handshakeTimeout) {
@@ -67,7 +70,7 @@ public record SessionOptions(
     public SessionOptions(int connections, boolean structuredReplies, List<String> metaContexts, Duration connectTimeout,
             Duration handshakeTimeout, ReconnectPolicy reconnect, Duration requestTimeout, TlsConfig tls) {
         this(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect, requestTimeout,
-                tls, true);
+                tls, true, RequestObserver.NONE);
     }
 
     public SessionOptions {
@@ -78,42 +81,48 @@ public record SessionOptions(
             throw new IllegalArgumentException("the request timeout must not be negative");
         }
         metaContexts = List.copyOf(metaContexts);
+        observer = observer == null ? RequestObserver.NONE : observer;
     }
 
     public SessionOptions withConnections(int n) {
         return new SessionOptions(n, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                requestTimeout, tls, extendedHeaders);
+                requestTimeout, tls, extendedHeaders, observer);
     }
 
     public SessionOptions withStructuredReplies(boolean on) {
         return new SessionOptions(connections, on, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                requestTimeout, tls, extendedHeaders);
+                requestTimeout, tls, extendedHeaders, observer);
     }
 
     /** Whether to ask for NBD_OPT_EXTENDED_HEADERS (on by default); off keeps the compact headers. */
     public SessionOptions withExtendedHeaders(boolean on) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                requestTimeout, tls, on);
+                requestTimeout, tls, on, observer);
     }
 
     public SessionOptions withReconnect(ReconnectPolicy policy) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, policy,
-                requestTimeout, tls, extendedHeaders);
+                requestTimeout, tls, extendedHeaders, observer);
     }
 
     public SessionOptions withRequestTimeout(Duration timeout) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                timeout, tls, extendedHeaders);
+                timeout, tls, extendedHeaders, observer);
     }
 
     public SessionOptions withHandshakeTimeout(Duration timeout) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, timeout, reconnect,
-                requestTimeout, tls, extendedHeaders);
+                requestTimeout, tls, extendedHeaders, observer);
     }
 
     public SessionOptions withTls(TlsConfig config) {
         return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
-                requestTimeout, config, extendedHeaders);
+                requestTimeout, config, extendedHeaders, observer);
+    }
+
+    public SessionOptions withObserver(RequestObserver o) {
+        return new SessionOptions(connections, structuredReplies, metaContexts, connectTimeout, handshakeTimeout, reconnect,
+                requestTimeout, tls, extendedHeaders, o);
     }
 
     /**
