@@ -1,9 +1,8 @@
 package org.nbdroot.proto.session;
 
 import io.netty.buffer.ByteBuf;
-import io.netty.buffer.ByteBufAllocator;
+import io.netty.buffer.PooledByteBufAllocator;
 import io.netty.buffer.CompositeByteBuf;
-import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.logging.Logger;
@@ -39,17 +38,8 @@ final class WriteJournal {
     /** What an entry counts against the limit beyond its data (TRIM and WRITE_ZEROES count only this). */
     private static final int ENTRY_OVERHEAD = 64;
 
-    /**
-     * One acknowledged write; {@code data} only for WRITE. {@code held} is the buffer whose memory
-     * {@code data} keeps alive when it was kept without a copy (else null), and {@code heldExtra}
-     * what of that memory beyond {@code length} this entry counts.
-     */
-    record Entry(long seq, Command command, int flags, long offset, int length, ByteBuf data, ByteBuf held,
-            long heldExtra) {
-        Entry(long seq, Command command, int flags, long offset, int length, ByteBuf data) {
-            this(seq, command, flags, offset, length, data, null, 0);
-        }
-
+    /** One acknowledged write, as handed to a replay; {@code data} only for WRITE. */
+    record Entry(long seq, Command command, int flags, long offset, int length, ByteBuf data) {
         boolean overlaps(Entry o) {
             return offset < o.offset + o.length && o.offset < offset + length;
         }
@@ -57,14 +47,14 @@ final class WriteJournal {
         String describe() {
             return String.format("NBD_CMD_%s of %d bytes at offset %d", command, length, offset);
         }
-
-        long cost() {
-            return (data != null ? length : 0) + ENTRY_OVERHEAD + heldExtra;
-        }
     }
 
     private final long limit;
-    private final ArrayDeque<Entry> entries = new ArrayDeque<>();
+    /**
+     * Each entry also has the buffer its data keeps alive when kept without a copy ({@code held},
+     * else null) and what of that memory beyond its own length it counts ({@code heldExtra}).
+     */
+    private final JournalEntries entries = new JournalEntries();
     /** What the entries count against the limit. */
     private long bytes;
     /** The write data alone. */
@@ -98,7 +88,7 @@ final class WriteJournal {
         ByteBuf payload = request.payload;
         int length = request.length;
         ByteBuf held = payload == null || lent ? null : keepable(payload, length);
-        long heldExtra = held == null ? 0 : extraHeld(held, length, entries.peekLast());
+        long heldExtra = held == null ? 0 : extraHeld(held, length);
         long cost = (payload != null ? length : 0) + ENTRY_OVERHEAD + heldExtra;
         if (bytes + cost > limit) {
             LOG.warning("more than " + limit + " bytes written since the last flush: writes are not kept for replay "
@@ -112,10 +102,10 @@ final class WriteJournal {
             data = payload;
             request.payload = null;
         } else if (payload != null) {
-            data = ByteBufAllocator.DEFAULT.directBuffer(length, length);
+            data = PooledByteBufAllocator.DEFAULT.directBuffer(length, length);
             data.writeBytes(payload, payload.readerIndex(), length);
         }
-        entries.addLast(new Entry(seq, request.command, request.flags, request.offset, length, data, held, heldExtra));
+        entries.addLast(seq, request.command, request.flags, request.offset, length, data, held, heldExtra);
         bytes += cost;
         dataBytes += payload != null ? length : 0;
         return bytes > limit / 2;
@@ -133,35 +123,38 @@ final class WriteJournal {
         if (root instanceof CompositeByteBuf) {
             return null; // its components' memory is not what its capacity says
         }
-        Entry last = entries.peekLast();
-        if (last != null && last.held() == root) {
+        if (!entries.isEmpty() && entries.held(entries.size() - 1) == root) {
             return root;
         }
         return root.capacity() <= 2L * length ? root : null;
     }
 
     /** What of {@code held}'s memory beyond the write a new entry counts: nothing when the last entry counts it. */
-    private static long extraHeld(ByteBuf held, int length, Entry last) {
-        return last != null && last.held() == held ? 0 : Math.max(0, held.capacity() - length);
+    private long extraHeld(ByteBuf held, int length) {
+        boolean counted = !entries.isEmpty() && entries.held(entries.size() - 1) == held;
+        return counted ? 0 : Math.max(0, held.capacity() - length);
+    }
+
+    private long cost(int i) {
+        return (entries.data(i) != null ? entries.length(i) : 0) + ENTRY_OVERHEAD + entries.heldExtra(i);
     }
 
     /** A FLUSH sent at {@code mark} succeeded: what it covers is durable. */
     synchronized void flushed(long mark) {
-        while (!entries.isEmpty() && entries.peekFirst().seq() <= mark) {
-            Entry e = entries.removeFirst();
-            bytes -= e.cost();
-            dataBytes -= e.data() != null ? e.length() : 0;
-            Entry next = entries.peekFirst();
-            if (e.held() != null && next != null && next.held() == e.held()) {
+        while (!entries.isEmpty() && entries.seq(0) <= mark) {
+            ByteBuf data = entries.data(0);
+            ByteBuf held = entries.held(0);
+            bytes -= cost(0);
+            dataBytes -= data != null ? entries.length(0) : 0;
+            entries.removeFirst();
+            if (held != null && !entries.isEmpty() && entries.held(0) == held) {
                 // The next entry keeps the same buffer alive: it counts that memory from now on.
-                long extra = extraHeld(e.held(), next.length(), null);
-                entries.removeFirst();
-                entries.addFirst(new Entry(next.seq(), next.command(), next.flags(), next.offset(), next.length(),
-                        next.data(), next.held(), extra));
-                bytes += extra - next.heldExtra();
+                long extra = Math.max(0, held.capacity() - entries.length(0));
+                bytes += extra - entries.heldExtra(0);
+                entries.setHeldExtra(0, extra);
             }
-            if (e.data() != null) {
-                e.data().release();
+            if (data != null) {
+                data.release();
             }
         }
         if (incompleteUntil >= 0 && mark >= incompleteUntil) {
@@ -176,9 +169,10 @@ final class WriteJournal {
             return null;
         }
         List<Entry> copy = new ArrayList<>(entries.size());
-        for (Entry e : entries) {
-            copy.add(new Entry(e.seq(), e.command(), e.flags(), e.offset(), e.length(),
-                    e.data() == null ? null : e.data().retainedDuplicate()));
+        for (int i = 0; i < entries.size(); i++) {
+            Entry e = entries.entry(i);
+            copy.add(e.data() == null ? e : new Entry(e.seq(), e.command(), e.flags(), e.offset(), e.length(),
+                    e.data().retainedDuplicate()));
         }
         return copy;
     }
@@ -203,9 +197,9 @@ final class WriteJournal {
     }
 
     synchronized void clear() {
-        for (Entry e : entries) {
-            if (e.data() != null) {
-                e.data().release();
+        for (int i = 0; i < entries.size(); i++) {
+            if (entries.data(i) != null) {
+                entries.data(i).release();
             }
         }
         entries.clear();
