@@ -369,19 +369,25 @@ public final class NbdSession implements AutoCloseable {
     }
 
     private CompletableFuture<ByteBuf> readOne(long offset, int length, int flags) {
-        CompletableFuture<ByteBuf> future = new CompletableFuture<>();
-        submit(new NbdRequest(Command.READ, flags, offset, length, null, (request, failure) -> {
-            if (failure != null) {
-                future.completeExceptionally(failure);
-            } else {
-                ByteBuf data = request.data;
-                request.data = null;
-                if (!future.complete(data)) {
-                    data.release();
-                }
-            }
-        }));
+        ReadCompletion future = new ReadCompletion();
+        submit(new NbdRequest(Command.READ, flags, offset, length, null, future));
         return future;
+    }
+
+    /** A READ's future and its completion: one object per read. */
+    private static final class ReadCompletion extends CompletableFuture<ByteBuf> implements NbdRequest.Completion {
+        @Override
+        public void complete(NbdRequest request, Throwable failure) {
+            if (failure != null) {
+                completeExceptionally(failure);
+                return;
+            }
+            ByteBuf data = request.data;
+            request.data = null;
+            if (!complete(data)) {
+                data.release(); // the caller completed or cancelled it already: nobody takes the data
+            }
+        }
     }
 
     /**

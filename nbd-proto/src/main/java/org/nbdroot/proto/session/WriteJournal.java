@@ -1,7 +1,7 @@
 package org.nbdroot.proto.session;
 
 import io.netty.buffer.ByteBuf;
-import io.netty.buffer.PooledByteBufAllocator;
+import io.netty.buffer.ByteBufAllocator;
 import io.netty.buffer.CompositeByteBuf;
 import java.util.ArrayList;
 import java.util.List;
@@ -17,9 +17,9 @@ import org.nbdroot.proto.wire.Command;
  *
  * <p>A WRITE's data is kept without a copy when the caller handed its bytes over
  * ({@link NbdSession#write}): the journal takes the session's own reference to the buffer. It
- * is copied, into a pooled buffer, when the caller only lent them
- * ({@link NbdSession#writeBorrowed}), and when keeping the buffer would hold on to much more
- * memory than the write (a small slice of a large buffer).
+ * is copied (to direct memory from the default allocator: no long-lived heap garbage) when the
+ * caller only lent them ({@link NbdSession#writeBorrowed}), and when keeping the buffer would
+ * hold on to much more memory than the write (a small slice of a large buffer).
  *
  * <p>The journal is bounded by {@code limit} bytes: every entry counts its data, a fixed
  * overhead, and, when it holds on to a buffer, the rest of that buffer's memory, counted once
@@ -102,7 +102,7 @@ final class WriteJournal {
             data = payload;
             request.payload = null;
         } else if (payload != null) {
-            data = PooledByteBufAllocator.DEFAULT.directBuffer(length, length);
+            data = ByteBufAllocator.DEFAULT.directBuffer(length, length);
             data.writeBytes(payload, payload.readerIndex(), length);
         }
         entries.addLast(seq, request.command, request.flags, request.offset, length, data, held, heldExtra);
