@@ -29,7 +29,8 @@ import org.nbdroot.proto.wire.TransmissionFlag;
  * is out of bounds or misaligned with {@link IllegalArgumentException}), and split when it is
  * longer than one request may be. Futures complete on a connection's event loop: callers
  * that block or work long must move elsewhere first. A READ's buffer belongs to the caller,
- * who releases it; a WRITE takes ownership of the buffer it is given.
+ * who releases it; a WRITE takes ownership of the buffer it is given, bytes included (the session
+ * may keep it until a later FLUSH; {@link #writeBorrowed} for memory the caller reuses).
  */
 public final class NbdSession implements AutoCloseable {
     /** Requests without payload (TRIM, WRITE_ZEROES, CACHE, BLOCK_STATUS) are cut at 1 GiB: aligned to any block size. */
