@@ -110,7 +110,8 @@ final class GgateWorker implements Runnable {
                         data.release();
                     }
                 }
-                case GgateAbi.BIO_WRITE -> await(session.write(offset, buffer.retainedSlice(0, len), false));
+                // The next request is read into the same buffer: the session copies what it keeps.
+                case GgateAbi.BIO_WRITE -> await(session.writeBorrowed(offset, buffer.retainedSlice(0, len), false));
                 case GgateAbi.BIO_DELETE -> await(session.trim(offset, len, false));
                 case GgateAbi.BIO_FLUSH -> await(session.flush());
                 default -> {

@@ -100,6 +100,8 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
             session.read(r.offset(), length).whenComplete((data, failure) -> completeRead(r, data, failure));
             return;
         } else if (command == Command.WRITE) {
+            // A slice of what the decoder read: nothing writes over those bytes while it is held (a decoder
+            // never discards nor overwrites read bytes of a buffer someone else retains), so the session may keep it.
             result = session.write(r.offset(), r.payload(), fua);
         } else if (command == Command.FLUSH) {
             result = session.flush();

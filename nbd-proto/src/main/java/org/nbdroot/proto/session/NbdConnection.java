@@ -478,11 +478,11 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         if (failure != null) {
             fail(request, failure);
         } else {
+            request.completion.complete(request, null); // which may take over the payload: the journal keeps it
             if (request.payload != null) {
                 request.payload.release();
                 request.payload = null;
             }
-            request.completion.complete(request, null);
         }
         if (disconnecting && inFlight.isEmpty()) {
             lastReplyReceived();

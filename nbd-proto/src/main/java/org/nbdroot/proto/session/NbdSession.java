@@ -29,7 +29,8 @@ import org.nbdroot.proto.wire.TransmissionFlag;
  * is out of bounds or misaligned with {@link IllegalArgumentException}), and split when it is
  * longer than one request may be. Futures complete on a connection's event loop: callers
  * that block or work long must move elsewhere first. A READ's buffer belongs to the caller,
- * who releases it; a WRITE takes ownership of the buffer it is given.
+ * who releases it; a WRITE takes ownership of the buffer it is given, bytes included (the session
+ * may keep it until a later FLUSH; {@link #writeBorrowed} for memory the caller reuses).
  */
 public final class NbdSession implements AutoCloseable {
     /** Requests without payload (TRIM, WRITE_ZEROES, CACHE, BLOCK_STATUS) are cut at 1 GiB: aligned to any block size. */
@@ -372,25 +373,58 @@ public final class NbdSession implements AutoCloseable {
     }
 
     private CompletableFuture<ByteBuf> readOne(long offset, int length, int flags) {
-        CompletableFuture<ByteBuf> future = new CompletableFuture<>();
-        long started = ObserverCalls.started(observer, Command.READ);
-        submit(new NbdRequest(Command.READ, flags, offset, length, null, (request, failure) -> {
-            ObserverCalls.completed(observer, request, started, failure);
-            if (failure != null) {
-                future.completeExceptionally(failure);
-            } else {
-                ByteBuf data = request.data;
-                request.data = null;
-                if (!future.complete(data)) {
-                    data.release();
-                }
-            }
-        }));
+        ReadCompletion future = new ReadCompletion(observer, ObserverCalls.started(observer, Command.READ));
+        submit(new NbdRequest(Command.READ, flags, offset, length, null, future));
         return future;
     }
 
-    /** Writes the buffer's readable bytes at {@code offset}; takes ownership of the buffer. */
+    /** A READ's future and its completion: one object per read. */
+    private static final class ReadCompletion extends CompletableFuture<ByteBuf> implements NbdRequest.Completion {
+        private final RequestObserver observer;
+        private final long started;
+
+        ReadCompletion(RequestObserver observer, long started) {
+            this.observer = observer;
+            this.started = started;
+        }
+
+        @Override
+        public void complete(NbdRequest request, Throwable failure) {
+            ObserverCalls.completed(observer, request, started, failure);
+            if (failure != null) {
+                completeExceptionally(failure);
+                return;
+            }
+            ByteBuf data = request.data;
+            request.data = null;
+            if (!complete(data)) {
+                data.release(); // the caller completed or cancelled it already: nobody takes the data
+            }
+        }
+    }
+
+    /**
+     * Writes the buffer's readable bytes at {@code offset}. Takes ownership of the buffer and of
+     * its bytes: the session releases it, and may keep it (for a replay after a reconnect) until
+     * a later FLUSH succeeds, so the caller must not change those bytes after this call, not even
+     * through another buffer over the same memory. A caller that reuses its memory once the write
+     * completes uses {@link #writeBorrowed} instead.
+     */
     public CompletableFuture<Void> write(long offset, ByteBuf data, boolean fua) {
+        return write(offset, data, fua, false);
+    }
+
+    /**
+     * Writes like {@link #write}, for a caller that changes the buffer's memory again once the
+     * returned future completes (a device bridge with one buffer it reads every request into).
+     * The session still takes ownership of this reference and releases it; what it keeps of
+     * the bytes beyond the reply, it copies.
+     */
+    public CompletableFuture<Void> writeBorrowed(long offset, ByteBuf data, boolean fua) {
+        return write(offset, data, fua, true);
+    }
+
+    private CompletableFuture<Void> write(long offset, ByteBuf data, boolean fua, boolean lent) {
         int length = data.readableBytes();
         try {
             checkWritable(Command.WRITE);
@@ -402,13 +436,13 @@ public final class NbdSession implements AutoCloseable {
         }
         int flags = fua ? CommandFlag.FUA : 0;
         if (length <= maxPayload) {
-            return simple(Command.WRITE, flags, offset, length, data);
+            return simple(Command.WRITE, flags, offset, length, data, lent);
         }
         List<CompletableFuture<Void>> pieces = new ArrayList<>();
         for (long done = 0; done < length; done += maxPayload) {
             int part = (int) Math.min(maxPayload, length - done);
             pieces.add(simple(Command.WRITE, flags, offset + done, part,
-                    data.retainedSlice(data.readerIndex() + (int) done, part)));
+                    data.retainedSlice(data.readerIndex() + (int) done, part), lent));
         }
         data.release();
         return CompletableFuture.allOf(pieces.toArray(CompletableFuture[]::new));
@@ -498,39 +532,69 @@ public final class NbdSession implements AutoCloseable {
     }
 
     private CompletableFuture<Void> simple(Command command, int flags, long offset, int length, ByteBuf payload) {
-        CompletableFuture<Void> future = new CompletableFuture<>();
+        return simple(command, flags, offset, length, payload, false);
+    }
+
+    private CompletableFuture<Void> simple(Command command, int flags, long offset, int length, ByteBuf payload,
+            boolean lent) {
         WriteJournal j = journal;
-        boolean journaled = j != null && (command == Command.WRITE || command == Command.TRIM || command == Command.WRITE_ZEROES);
-        // The journal copies a WRITE's data once it is acknowledged: the caller's buffer is unchanged until then.
-        ByteBuf kept = journaled && payload != null ? payload.retainedDuplicate() : null;
-        long mark = j != null && command == Command.FLUSH ? j.mark() : -1;
         long started = ObserverCalls.started(observer, command);
-        submit(new NbdRequest(command, flags, offset, length, payload, (request, failure) -> {
+        Acknowledgement ack;
+        if (j == null) {
+            ack = new Acknowledgement(null, false, -1, started);
+        } else if (command == Command.WRITE || command == Command.TRIM || command == Command.WRITE_ZEROES) {
+            ack = new Acknowledgement(j, lent, -1, started);
+        } else if (command == Command.FLUSH) {
+            ack = new Acknowledgement(j, false, j.mark(), started);
+        } else {
+            ack = new Acknowledgement(null, false, -1, started);
+        }
+        submit(new NbdRequest(command, flags, offset, length, payload, ack));
+        return ack;
+    }
+
+    /**
+     * The future of a request whose answer carries no data, and its completion: one object per
+     * request. A write's acknowledgement goes to the journal before the caller hears of it (the
+     * bytes of a {@link #writeBorrowed} are still unchanged then); a FLUSH's success empties it.
+     */
+    private final class Acknowledgement extends CompletableFuture<Void> implements NbdRequest.Completion {
+        /** Null when the request means nothing to a journal. */
+        private final WriteJournal journal;
+        private final boolean lent;
+        /** A FLUSH's mark in the journal; -1 for a write. */
+        private final long flushMark;
+        /** When it was submitted, for the observer. */
+        private final long started;
+
+        Acknowledgement(WriteJournal journal, boolean lent, long flushMark, long started) {
+            this.journal = journal;
+            this.lent = lent;
+            this.flushMark = flushMark;
+            this.started = started;
+        }
+
+        @Override
+        public void complete(NbdRequest request, Throwable failure) {
             ObserverCalls.completed(observer, request, started, failure);
             if (failure != null) {
-                if (kept != null) {
-                    kept.release();
-                }
-                future.completeExceptionally(failure);
+                completeExceptionally(failure);
                 return;
             }
-            if (journaled) {
-                try {
-                    j.acknowledged(command, flags, offset, length, kept);
-                } finally {
-                    if (kept != null) {
-                        kept.release();
-                    }
+            boolean flushNow = false;
+            if (journal != null) {
+                if (flushMark >= 0) {
+                    journal.flushed(flushMark);
+                } else {
+                    flushNow = journal.acknowledged(request, lent);
                 }
-                if (j.wantsFlush()) {
-                    flushForJournal();
-                }
-            } else if (mark >= 0) {
-                j.flushed(mark);
             }
-            future.complete(null);
-        }));
-        return future;
+            request.releaseBuffers(); // what the journal did not take: the caller may reuse lent memory from now on
+            if (flushNow) {
+                flushForJournal();
+            }
+            complete(null);
+        }
     }
 
     RequestObserver observer() {

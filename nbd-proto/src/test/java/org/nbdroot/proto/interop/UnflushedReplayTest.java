@@ -175,4 +175,29 @@ class UnflushedReplayTest {
             assertEquals(-1, Arrays.mismatch(model, server.contents()), "the write after the flush was written again");
         }
     }
+    @Test
+    void aBorrowedWriteIsReplayedAsWrittenThoughItsBufferWasReused() throws Exception {
+        Random random = new Random(35);
+        byte[] model = new byte[DISK];
+        try (ScriptedNbdServer server = server();
+                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(1 << 20))
+                        .get(10, TimeUnit.SECONDS)) {
+            // Like a device bridge: one buffer, each request read into it once the previous one completed.
+            ByteBuf reused = Unpooled.buffer(BLOCK, BLOCK);
+            for (int i = 0; i < 8; i++) {
+                byte[] block = random(random, BLOCK);
+                reused.clear().writeBytes(block);
+                session.writeBorrowed((long) i * BLOCK, reused.retainedSlice(0, BLOCK), false).get(10, TimeUnit.SECONDS);
+                System.arraycopy(block, 0, model, i * BLOCK, BLOCK);
+            }
+            reused.clear().writeBytes(random(random, BLOCK)); // and once more, written nowhere
+            assertEquals(1, reused.refCnt(), "the session holds no reference to the reused buffer");
+            assertEquals(8 * BLOCK, session.unflushedBytes());
+
+            server.crash();
+            awaitReconnects(session, 1);
+            assertEquals(-1, Arrays.mismatch(model, server.contents()), "each write again with the bytes it had");
+            reused.release();
+        }
+    }
 }
