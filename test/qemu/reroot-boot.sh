@@ -39,12 +39,25 @@ busybox_tree "$W/newroot"
 cp "$here/newroot-init.sh" "$W/newroot/sbin/init"; chmod 755 "$W/newroot/sbin/init"
 mkfs.ext4 -q -F -b 4096 -d "$W/newroot" "$W/root.img" 64M
 
+# 1b. TLS: a CA and a server certificate for the address the guest sees the host at. The guest
+# gets only the CA, in the initramfs: the daemon must read it before the reroot takes it away,
+# and do TLS again from memory when the server restarts.
+mkdir -p "$W/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=reroot test CA" \
+  -keyout "$W/tls/ca-key.pem" -out "$W/tls/ca-cert.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=10.0.2.2" \
+  -keyout "$W/tls/server-key.pem" -out "$W/tls/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:10.0.2.2\nextendedKeyUsage=serverAuth\n' > "$W/tls/server.ext"
+openssl x509 -req -in "$W/tls/server.csr" -CA "$W/tls/ca-cert.pem" -CAkey "$W/tls/ca-key.pem" -CAcreateserial \
+  -days 2 -extfile "$W/tls/server.ext" -out "$W/tls/server-cert.pem" 2>/dev/null
+
 # 2. The initramfs: the companion init as /init, the rc files, the image under
 # /usr/local/nbd-client with the libraries it maps at their usual paths.
 ir=$W/initramfs; rm -rf "$ir"; mkdir -p "$ir"/{etc,proc,sys,dev,tmp,usr/local,lib/modules}
 busybox_tree "$ir"
 cp "$init" "$ir/init"
 cp "$repo/etc/rc" "$repo/etc/rc.reroot" "$ir/etc/"
+mkdir -p "$ir/etc/nbdroot/tls"; cp "$W/tls/ca-cert.pem" "$ir/etc/nbdroot/tls/"
 cp -a "$image" "$ir/usr/local/nbd-client"
 for f in $(find "$image" -type f \( -name '*.so' -o -path '*/bin/*' \)); do
   ldd "$f" 2>/dev/null | grep -o '/[^ ]*' || true
@@ -79,12 +92,13 @@ boot() {
   wait "$qemu" 2>/dev/null || true
 }
 
-# start_nbdkit PORT: serves root.img; its pid in $W/nbdkit.pid. nbdkit puts itself in the
-# background (started with --foreground from the subshell that restarts it, it would die
-# with that subshell).
+# start_nbdkit PORT: serves root.img, over TLS only; its pid in $W/nbdkit.pid. nbdkit puts
+# itself in the background (started with --foreground from the subshell that restarts it, it
+# would die with that subshell).
 start_nbdkit() {
   rm -f "$W/nbdkit.pid"
-  nbdkit -P "$W/nbdkit.pid" -i 127.0.0.1 -p "$1" file "$W/root.img" 2>>"$W/nbdkit.log"
+  nbdkit -P "$W/nbdkit.pid" -i 127.0.0.1 -p "$1" --tls=require --tls-certificates="$W/tls" \
+    file "$W/root.img" 2>>"$W/nbdkit.log"
   for _ in $(seq 100); do [ -s "$W/nbdkit.pid" ] && break; sleep 0.05; done
 }
 stop_nbdkit() {    # and wait until it is gone, so that it writes nothing more into $W
@@ -113,7 +127,7 @@ old_size=$(stat -c %s "$W/root.img")
   touch "$W/out-reroot/server-restarted"
 ) &
 restarter=$!
-boot reroot "nbdroot.0.server=nbd://10.0.2.2:$p/ nbdroot.root=ext4:/dev/nbd0 nbdroot.timeout=100" 240
+boot reroot "nbdroot.0.server=nbds://10.0.2.2:$p/?tls-certificates=/etc/nbdroot/tls nbdroot.root=ext4:/dev/nbd0 nbdroot.timeout=100" 240
 wait "$restarter" || true
 stop_nbdkit; sleep 0.5
 log=$W/reroot.log
@@ -126,6 +140,8 @@ check "rc.reroot exempted the daemon from the OOM killer" grep -q "^GUEST-OOM-SC
 check "every file the daemon maps or holds lies under /dev/reroot" grep -q GUEST-FILES-OK "$log"
 check "/dev/reroot was emptied before the server restart" grep -q GUEST-REROOT-EMPTY "$log"
 check "the device grew with the export" grep -q GUEST-GREW "$log"
+check "the daemon did TLS again after the restart, its CA long gone with the old root" \
+  grep -q "reconnected to nbds://10.0.2.2:$p/" "$W/out-reroot/daemon.log"
 check "the guest's writes completed across the restart" grep -q GUEST-DONE "$log"
 check "e2fsck finds the served root clean" e2fsck -fn "$W/root.img"
 expect=$(sed -n 's/^GUEST-DATA-MD5 \([0-9a-f]*\).*/\1/p' "$log" | tr -d '\r' | head -1)

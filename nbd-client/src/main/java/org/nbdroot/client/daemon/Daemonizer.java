@@ -29,7 +29,7 @@ public final class Daemonizer {
     /** In the parent: runs the same command in the foreground as a child; returns the exit status. */
     public static int runDetached(String[] appArgs, PrintStream out, PrintStream err) throws IOException, InterruptedException {
         ProcessHandle.Info info = ProcessHandle.current().info();
-        List<String> all = info.arguments().map(List::of).orElse(List.of());
+        List<String> all = arguments(info);
         if (info.command().isEmpty() || all.size() < appArgs.length) {
             throw new IOException("cannot find this process's command line to start the daemon; run with -f");
         }
@@ -54,6 +54,25 @@ public final class Daemonizer {
         out.println(ready);
         out.flush();
         return 0;
+    }
+
+    /**
+     * The JVM's arguments, after argv[0]. The JDK gives none for a command line longer than a
+     * page (it reads only that much of /proc/PID/cmdline: a long class path is enough), so on
+     * Linux they are read from /proc/self/cmdline, which has no such limit.
+     */
+    static List<String> arguments(ProcessHandle.Info info) throws IOException {
+        Path cmdline = Path.of("/proc/self/cmdline");
+        if (!java.nio.file.Files.isReadable(cmdline)) {
+            return info.arguments().map(List::of).orElse(List.of());
+        }
+        // The encoding the JVM decoded its own arguments with.
+        String encoding = System.getProperty("sun.jnu.encoding", java.nio.charset.Charset.defaultCharset().name());
+        String[] argv = new String(java.nio.file.Files.readAllBytes(cmdline), java.nio.charset.Charset.forName(encoding))
+                .split("\0", -1);
+        // NUL-terminated: the split leaves one empty string after the last
+        int end = argv.length > 0 && argv[argv.length - 1].isEmpty() ? argv.length - 1 : argv.length;
+        return end <= 1 ? List.of() : List.of(argv).subList(1, end);
     }
 
     /** In the child, first of all: leave the terminal's session, so its hangup does not reach us. */

@@ -235,6 +235,9 @@ final class Reconnector implements NbdConnection.LossListener {
      */
     record Replay(List<WriteJournal.Entry> entries, String problem) {}
 
+    /** Never written to: the payload of every WRITE that stands in for a WRITE_ZEROES. */
+    private static final byte[] ZEROES = new byte[1 << 20];
+
     static Replay replayOf(WriteJournal.Entry e, ExportInfo now) {
         String problem = e.offset() + e.length() > now.size() ? "the export shrank to " + now.size() + " bytes"
                 : now.readOnly() ? "the export became read-only"
@@ -247,12 +250,13 @@ final class Reconnector implements NbdConnection.LossListener {
             return new Replay(List.of(e), null);
         }
         int fua = e.flags() & org.nbdroot.proto.wire.CommandFlag.FUA;
-        int piece = now.blockSize().maximumPayload();
+        // Every piece wraps the same zeroes: a 1 GiB WRITE_ZEROES must not become 1 GiB of heap.
+        int piece = Math.min(now.blockSize().maximumPayload(), ZEROES.length);
         List<WriteJournal.Entry> writes = new ArrayList<>();
         for (long done = 0; done < e.length(); done += piece) {
             int length = (int) Math.min(piece, e.length() - done);
             writes.add(new WriteJournal.Entry(e.seq(), Command.WRITE, fua, e.offset() + done, length,
-                    io.netty.buffer.Unpooled.wrappedBuffer(new byte[length])));
+                    io.netty.buffer.Unpooled.wrappedBuffer(ZEROES, 0, length)));
         }
         return new Replay(writes, null);
     }

@@ -75,6 +75,21 @@ class JournalReplayTest {
         assertEquals(offset + length, next);
     }
 
+    /** A 1 GiB WRITE_ZEROES on an export with a 32 MiB payload: 1 MiB pieces over one array, not 1 GiB of heap. */
+    @Test
+    void aLargeWriteZeroesBecomesWritesThatShareOneBufferOfZeroes() {
+        ExportInfo now = new ExportInfo("disk", null, 4 * SIZE, TransmissionFlag.HAS_FLAGS.mask(),
+                new BlockSize(512, 4096, 32 << 20), true, true, Map.of());
+        List<WriteJournal.Entry> writes = Reconnector.replayOf(zeroes(0, 1 << 30, 0), now).entries();
+        assertEquals(1024, writes.size());
+        byte[] shared = writes.get(0).data().array();
+        assertEquals(1 << 20, shared.length);
+        for (WriteJournal.Entry e : writes) {
+            assertSame(shared, e.data().array(), "one array of zeroes for every piece");
+            e.data().release();
+        }
+    }
+
     @Test
     void whatTheExportCannotTakeIsNotWrittenAgainAndSaysWhy() {
         WriteJournal.Entry zero = zeroes(SIZE - 4096, 8192, 0);
