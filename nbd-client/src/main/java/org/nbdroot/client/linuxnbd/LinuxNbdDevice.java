@@ -241,6 +241,26 @@ public final class LinuxNbdDevice implements ServedDevice {
         return device;
     }
 
+    /**
+     * Ends a device no daemon serves (it died), as {@code nbd-client -d} does: through netlink
+     * NBD_CMD_DISCONNECT, which also wakes the requests waiting for a new socket and fails
+     * them (the ioctls would leave those waiting out the dead-connection timeout); without
+     * the family, NBD_DISCONNECT and NBD_CLEAR_SOCK.
+     */
+    public static void disconnectWithoutDaemon(int index) throws LinuxNbdException {
+        NbdNetlink netlink = NbdNetlink.openIfAvailable();
+        if (netlink != null) {
+            try (netlink) {
+                netlink.disconnect(index);
+            }
+            return;
+        }
+        try (NbdDeviceControl control = NbdDeviceControl.open(index)) {
+            control.disconnect();
+            control.clearSocket();
+        }
+    }
+
     /** With netlink the device's end shows as the end of the bridge: the kernel shut its socket. */
     private void watchBridge() {
         bridge.closed().whenComplete((v, cause) -> {
