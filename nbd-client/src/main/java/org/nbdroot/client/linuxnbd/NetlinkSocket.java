@@ -18,6 +18,7 @@ final class NetlinkSocket implements AutoCloseable {
     private final LinuxLibC lib;
     private final Runtime runtime;
     private final int fd;
+    private boolean closed;
     private int sequence = (int) (System.nanoTime() & 0x3fffffff);
 
     private NetlinkSocket(LinuxLibC lib, int fd) {
@@ -57,6 +58,9 @@ final class NetlinkSocket implements AutoCloseable {
      * before its ack. {@code what} names the command in errors.
      */
     synchronized List<NetlinkReply> exchange(byte[] request, int sequence, String what) throws LinuxNbdException {
+        if (closed) {
+            throw new LinuxNbdException(what + ": the netlink socket is closed (the device has ended)");
+        }
         long sent = lib.send(fd, request, request.length, 0);
         if (sent != request.length) {
             throw new LinuxNbdException(what + ": send on the netlink socket",
@@ -100,8 +104,15 @@ final class NetlinkSocket implements AutoCloseable {
         }
     }
 
+    /**
+     * Closes the socket once, after any exchange under way: the kernel runs a command inside
+     * our send, so a device can end (and its watcher close this) before we read the ack.
+     */
     @Override
-    public void close() {
-        lib.close(fd);
+    public synchronized void close() {
+        if (!closed) {
+            closed = true;
+            lib.close(fd);
+        }
     }
 }

@@ -41,4 +41,13 @@ class NetlinkSocketTest {
             assertTrue(e.getMessage().startsWith("TEST_CMD"), e.getMessage());
         }
     }
+
+    @Test
+    void aClosedSocketRefusesRequestsAndClosesOnce() throws Exception {
+        NetlinkSocket socket = NetlinkSocket.open();
+        socket.close();
+        socket.close(); // a second close must not close a descriptor number reused since
+        LinuxNbdException e = assertThrows(LinuxNbdException.class, () -> NbdNetlink.resolveFamily(socket, "nlctrl"));
+        assertEquals("CTRL_CMD_GETFAMILY \"nlctrl\": the netlink socket is closed (the device has ended)", e.getMessage());
+    }
 }
