@@ -104,26 +104,11 @@ public final class LinuxNbdDevice implements ServedDevice {
                     + "with ioctls (NBD_DO_IT), which a signal to the daemon or its death ends");
             return createWithIoctls(session, transport, options, block, size, flags);
         }
-        int[] pair;
-        KernelBridge bridge;
-        try {
-            pair = NbdDeviceControl.socketPair();
-        } catch (LinuxNbdException e) {
-            netlink.close();
-            throw e;
-        }
-        try {
-            NbdDeviceControl.setNonBlocking(pair[1]);
-            bridge = KernelBridge.attach(transport, pair[1], options.name(), session);
-        } catch (IOException | RuntimeException e) {
-            NbdDeviceControl.closeDescriptor(pair[0]);
-            NbdDeviceControl.closeDescriptor(pair[1]);
-            netlink.close();
-            throw e;
-        }
+        Pair pair = Pair.bridged(session, transport, options, netlink);
+        KernelBridge bridge = pair.bridge();
         try {
             netlink.connect(new NbdNetlink.Connect(options.index(), size, block, flags, options.timeout(),
-                    options.deadTimeout(), pair[0]));
+                    options.deadTimeout(), pair.kernelFd()));
         } catch (LinuxNbdException e) {
             bridge.abort();
             netlink.close();
@@ -133,7 +118,7 @@ public final class LinuxNbdDevice implements ServedDevice {
             }
             throw e;
         } finally {
-            NbdDeviceControl.closeDescriptor(pair[0]); // the kernel holds its own reference now
+            NbdDeviceControl.closeDescriptor(pair.kernelFd()); // the kernel holds its own reference now
         }
         LinuxNbdDevice device = new LinuxNbdDevice(session, options, null, netlink, block, size, bridge);
         device.watchBridge();
@@ -196,37 +181,20 @@ public final class LinuxNbdDevice implements ServedDevice {
             throw new LinuxNbdException("rescue needs the kernel's \"" + NbdNetlink.FAMILY_NAME + "\" netlink family, "
                     + "which this kernel does not have (a device set up with ioctls ends with its daemon)");
         }
-        int[] pair;
-        KernelBridge bridge;
+        Pair pair = Pair.bridged(session, transport, options, netlink);
+        KernelBridge bridge = pair.bridge();
         try {
-            pair = NbdDeviceControl.socketPair();
-        } catch (LinuxNbdException e) {
-            netlink.close();
-            throw e;
-        }
-        try {
-            NbdDeviceControl.setNonBlocking(pair[1]);
-            bridge = KernelBridge.attach(transport, pair[1], options.name(), session);
-        } catch (IOException | RuntimeException e) {
-            NbdDeviceControl.closeDescriptor(pair[0]);
-            NbdDeviceControl.closeDescriptor(pair[1]);
-            netlink.close();
-            throw e;
-        }
-        boolean kept;
-        try {
-            netlink.reconnect(options.index(), pair[0]);
+            netlink.reconnect(options.index(), pair.kernelFd());
         } catch (LinuxNbdException e) {
             bridge.abort();
             netlink.close();
-            NbdDeviceControl.closeDescriptor(pair[0]);
             throw e;
+        } finally {
+            NbdDeviceControl.closeDescriptor(pair.kernelFd());
         }
-        NbdDeviceControl.closeDescriptor(pair[0]);
         // The kernel answers 0 also when no socket of the device was dead and it dropped ours:
         // then our end is the last, and its peer has hung up.
-        kept = !NbdDeviceControl.peerHungUp(pair[1]);
-        if (!kept) {
+        if (NbdDeviceControl.peerHungUp(pair.daemonFd())) {
             bridge.abort();
             netlink.close();
             throw new LinuxNbdException(options.name() + "'s connection is alive: the kernel kept it and refused the new "
@@ -258,6 +226,29 @@ public final class LinuxNbdDevice implements ServedDevice {
         try (NbdDeviceControl control = NbdDeviceControl.open(index)) {
             control.disconnect();
             control.clearSocket();
+        }
+    }
+
+    /** A socket pair with the bridge on the daemon's end; the kernel's end is for netlink to pass on. */
+    private record Pair(int kernelFd, int daemonFd, KernelBridge bridge) {
+        static Pair bridged(NbdSession session, Transport transport, LinuxNbdOptions options, NbdNetlink netlink)
+                throws IOException {
+            int[] fds;
+            try {
+                fds = NbdDeviceControl.socketPair();
+            } catch (LinuxNbdException e) {
+                netlink.close();
+                throw e;
+            }
+            try {
+                NbdDeviceControl.setNonBlocking(fds[1]);
+                return new Pair(fds[0], fds[1], KernelBridge.attach(transport, fds[1], options.name(), session));
+            } catch (IOException | RuntimeException e) {
+                NbdDeviceControl.closeDescriptor(fds[0]);
+                NbdDeviceControl.closeDescriptor(fds[1]);
+                netlink.close();
+                throw e;
+            }
         }
     }
 
