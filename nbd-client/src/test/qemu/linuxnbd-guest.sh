@@ -5,6 +5,11 @@
 #              graceful destroy
 #   reconnect  a write load while the host kills nbdkit and starts it again with a grown
 #              export: the load completes, the device grows, the data reads back
+#   stop       a write load while the daemon is stopped (SIGSTOP, as systemd's shutdown does
+#              to every process) and continued: no I/O error, the data reads back
+#   rescue     a write load while the daemon is killed (SIGKILL) and `nbd rescue` takes the
+#              device over: the load completes, the data reads back
+# ATTACH=ioctl (optional) makes the daemon attach with ioctls instead of netlink.
 # Every check prints "CHECK name ok" or "CHECK name FAILED ..."; the host asserts them.
 . /out/test.env
 mkdir -p /run/nbd-client /sys/kernel/debug
@@ -13,7 +18,8 @@ mount -t debugfs none /sys/kernel/debug
 mkdir -p /tmp/bin
 cat > /tmp/bin/nbd <<EOI
 #!/bin/sh
-exec "$JAVA" -Xint -XX:-UsePerfData -Xshare:auto -Xmx192m -Dnbd.rundir=/run/nbd-client -cp "$CP" \
+exec "$JAVA" -Xint -XX:-UsePerfData -Xshare:auto -Xmx192m -Dnbd.rundir=/run/nbd-client \
+  -Dnbd.linux.attach=${ATTACH:-netlink} -cp "$CP" \
   org.nbdroot.client.Main "\$@"
 EOI
 chmod 755 /tmp/bin/nbd
@@ -32,6 +38,7 @@ if [ "$MODE" = data ]; then
   check attach nbd 10.0.2.2 "$PORT" /dev/nbd0            # the daemon goes to the background
 else
   nbd -f 10.0.2.2 "$PORT" /dev/nbd0 > /tmp/daemon.out 2> /out/daemon.log &   # one JVM start less
+  daemon=$!
   n=0
   while ! grep -q nbd0 /tmp/daemon.out 2>/dev/null && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
   check attach grep -q nbd0 /tmp/daemon.out
@@ -98,6 +105,75 @@ if [ "$MODE" = reconnect ]; then
   while [ "$(cat /sys/block/nbd0/size)" != $((GROWN / 512)) ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
   check device-grew [ "$(cat /sys/block/nbd0/size)" = $((GROWN / 512)) ]
   check write-past-old-end sh -c "$DD if=/out/pattern.bin of=/dev/nbd0 bs=1M seek=$((SIZE / MiB)) count=4 oflag=direct conv=notrunc status=none"
+fi
+
+# 16 MiB in 64 chunks of 256 KiB, O_DIRECT, each at its own offset, in the background;
+# /tmp/load-at-8 appears once 8 are written, /tmp/load.failed names the chunks that failed.
+load_in_background() {
+  rm -f /tmp/load.failed /tmp/load-at-8 /tmp/load.done
+  ( i=0
+    while [ $i -lt 64 ]; do
+      [ $i = 8 ] && touch /tmp/load-at-8
+      $DD if=/out/pattern.bin of=/dev/nbd0 bs=256k skip=$((i % 16)) seek=$i count=1 oflag=direct conv=notrunc status=none \
+        || echo "chunk $i" >> /tmp/load.failed
+      i=$((i + 1))
+    done
+    touch /tmp/load.done ) &
+  load=$!
+  n=0
+  while [ ! -e /tmp/load-at-8 ] && [ $n -lt 1200 ]; do sleep 0.1; n=$((n + 1)); done
+}
+load_completed() { # waits for the background load; ok when every chunk was written
+  wait $load
+  [ -e /tmp/load.done ] && [ ! -e /tmp/load.failed ] || { cat /tmp/load.failed 2>/dev/null; return 1; }
+}
+reads_back() {
+  cat /out/pattern.bin /out/pattern.bin /out/pattern.bin /out/pattern.bin > /tmp/expected
+  echo 3 > /proc/sys/vm/drop_caches
+  $DD if=/dev/nbd0 bs=4M count=4 iflag=direct status=none | cmp - /tmp/expected
+}
+stopped() { grep -q '^State:.*T' /proc/$1/status; }
+
+if [ "$MODE" = stop ]; then
+  # What systemd's shutdown does to every process (broadcast_signal: SIGSTOP, the signal,
+  # SIGCONT): here only the stop and the continue, in the middle of the load.
+  load_in_background
+  t stop
+  kill -STOP "$daemon"
+  sleep 0.5
+  check daemon-stopped stopped "$daemon"
+  sleep 3
+  check load-waits-while-stopped [ ! -e /tmp/load.done ]
+  kill -CONT "$daemon"
+  t continued
+  check load-complete load_completed
+  t load-done
+  check reads-back reads_back
+  check device-still-connected [ -e /sys/block/nbd0/pid ]
+fi
+
+if [ "$MODE" = rescue ]; then
+  load_in_background
+  t kill
+  kill -9 "$daemon"
+  wait "$daemon" 2>/dev/null
+  check daemon-killed sh -c "! kill -0 $daemon 2>/dev/null"
+  check device-waits [ -e /sys/block/nbd0/pid ]
+  sleep 2
+  check load-waits-for-rescue [ ! -e /tmp/load.done ]
+  nbd rescue -f 10.0.2.2 "$PORT" /dev/nbd0 > /tmp/rescue.out 2> /out/rescue.log &
+  n=0
+  while ! grep -q nbd0 /tmp/rescue.out 2>/dev/null && [ $n -lt 1200 ]; do sleep 0.1; n=$((n + 1)); done
+  check rescued grep -q nbd0 /tmp/rescue.out
+  t rescued
+  check load-complete load_completed
+  t load-done
+  check reads-back reads_back
+  # A second rescue while the new daemon serves: the kernel's connection is alive, refused.
+  check rescue-of-a-live-device-refused sh -c '! nbd rescue -f 10.0.2.2 '"$PORT"' /dev/nbd0 > /dev/null 2> /tmp/refused'
+  cat /tmp/refused
+  grep -q "connection is alive" /tmp/refused
+  check rescue-refusal-says-why [ $? = 0 ]
 fi
 
 t destroy

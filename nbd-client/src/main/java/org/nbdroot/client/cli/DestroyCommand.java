@@ -7,7 +7,7 @@ import org.nbdroot.client.daemon.RunDirectory;
 import org.nbdroot.client.ggate.GgateControl;
 import org.nbdroot.client.ggate.GgateOptions;
 import org.nbdroot.client.linuxnbd.LinuxNbdAbi;
-import org.nbdroot.client.linuxnbd.NbdDeviceControl;
+import org.nbdroot.client.linuxnbd.LinuxNbdDevice;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -42,11 +42,7 @@ final class DestroyCommand implements Callable<Integer> {
             return 0;
         }
         if (linux) {
-            // As nbd-client -d: the kernel drops whatever socket it still has.
-            try (NbdDeviceControl control = NbdDeviceControl.open(unit)) {
-                control.disconnect();
-                control.clearSocket();
-            }
+            LinuxNbdDevice.disconnectWithoutDaemon(unit);
         } else {
             try (GgateControl control = GgateControl.open()) {
                 control.destroy(unit, force);

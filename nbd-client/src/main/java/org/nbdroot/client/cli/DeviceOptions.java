@@ -3,6 +3,7 @@ package org.nbdroot.client.cli;
 import java.util.ArrayList;
 import java.util.List;
 import org.nbdroot.client.ggate.GgateOptions;
+import org.nbdroot.client.linuxnbd.LinuxNbdOptions;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -32,6 +33,11 @@ final class DeviceOptions {
     @Option(names = {"-t", "--timeout"}, paramLabel = "SECONDS", defaultValue = "0",
             description = "The kernel fails a request older than this on its own; 0 (default) never does, right for a root disk.")
     int timeout;
+
+    @Option(names = "--dead-timeout", paramLabel = "SECONDS", defaultValue = "" + LinuxNbdOptions.DEFAULT_DEAD_TIMEOUT,
+            description = "Linux: how long the device waits, once its daemon died, for nbd-client rescue before failing "
+                    + "its requests; default ${DEFAULT-VALUE} (a year: effectively forever for a root disk).")
+    long deadTimeout;
 
     @Option(names = {"-q", "--queue-size"}, paramLabel = "N", defaultValue = "" + GgateOptions.DEFAULT_QUEUE_SIZE,
             description = "Requests the kernel queues before refusing new ones; default ${DEFAULT-VALUE} (GEOM Gate only).")

@@ -7,7 +7,8 @@ import picocli.CommandLine.Mixin;
 /** {@code nbd-client rescue}: a new daemon takes over a unit whose daemon died. */
 @Command(name = "rescue", mixinStandardHelpOptions = true,
         description = {"Take over a device whose daemon died: the requests it had taken go back to the queue",
-                "(G_GATE_CMD_CANCEL of all), then this daemon serves them and everything after.",
+                "(GEOM Gate: G_GATE_CMD_CANCEL of all; Linux: a new socket through netlink, on which the kernel",
+                "sends again what the dead daemon left unanswered), then this daemon serves them and everything after.",
                 "",
                 "  nbd-client rescue [options] HOST [PORT] DEVICE",
                 "  nbd-client rescue [options] URI DEVICE"})

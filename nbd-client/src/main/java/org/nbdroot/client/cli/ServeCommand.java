@@ -118,12 +118,8 @@ final class ServeCommand {
         LinuxNbdOptions linux = null;
         GgateOptions ggate = null;
         if (bridge == Bridge.LINUX_NBD) {
-            if (rescue) {
-                throw new IllegalArgumentException("rescue is for GEOM Gate: a Linux NBD device set up with ioctls "
-                        + "ends with its daemon");
-            }
             linux = new LinuxNbdOptions(LinuxNbdAbi.indexOf(target.device()), options.sectorSize, options.timeout,
-                    "ro".equals(options.mode));
+                    options.deadTimeout, "ro".equals(options.mode));
         } else {
             ggate = new GgateOptions(
                     target.device() == null ? GgateAbi.UNIT_AUTO : GgateOptions.unitOf(target.device()),
@@ -146,7 +142,9 @@ final class ServeCommand {
             metrics.watch(session);
             ServedDevice device;
             if (linux != null) {
-                device = LinuxNbdDevice.create(session, engine.transport, linux, target.uri().toString());
+                device = rescue
+                        ? LinuxNbdDevice.rescue(session, engine.transport, linux)
+                        : LinuxNbdDevice.create(session, engine.transport, linux, target.uri().toString());
             } else {
                 device = rescue
                         ? GgateDevice.rescue(session, ggate, GgateOptions.unitOf(target.device()))

@@ -15,10 +15,16 @@ import org.nbdroot.proto.wire.TransmissionFlag;
 
 /**
  * A Linux NBD device ({@code /dev/nbdN}) with the daemon in its data path: the kernel gets
- * one end of a Unix socket pair (NBD_SET_SOCK) and speaks NBD on it; the daemon serves the
- * other end ({@link KernelBridge}) through its own NBD session, which reconnects to the
- * server underneath without the kernel noticing. NBD_DO_IT runs on a thread of its own
- * for as long as the device lives.
+ * one end of a Unix socket pair and speaks NBD on it; the daemon serves the other end
+ * ({@link KernelBridge}) through its own NBD session, which reconnects to the server
+ * underneath without the kernel noticing.
+ *
+ * <p>The kernel gets its socket through generic netlink ({@link NbdNetlink}): nothing of the
+ * daemon sleeps in the kernel, so a signal to it (systemd's shutdown stops every process)
+ * cannot end the device, and when the daemon dies the device waits
+ * {@link LinuxNbdOptions#deadTimeout()} for {@link #rescue}. Only a kernel without the
+ * netlink family gets the ioctls (NBD_SET_SOCK, then NBD_DO_IT on a thread of its own for
+ * as long as the device lives, which any signal to the daemon interrupts, ending the device).
  */
 public final class LinuxNbdDevice implements ServedDevice {
     private static final Logger LOG = Logger.getLogger(LinuxNbdDevice.class.getName());
@@ -26,7 +32,10 @@ public final class LinuxNbdDevice implements ServedDevice {
 
     private final NbdSession session;
     private final LinuxNbdOptions options;
+    /** The ioctl attachment's open /dev/nbdN; null with netlink (an open device would make CONNECT fail EBUSY). */
     private final NbdDeviceControl control;
+    /** The netlink attachment; null with ioctls. */
+    private final NbdNetlink netlink;
     private final int blockSize;
     private volatile long mediaSize;
     private final KernelBridge bridge;
@@ -34,11 +43,12 @@ public final class LinuxNbdDevice implements ServedDevice {
     private volatile Throwable failure;
     private volatile boolean stopping;
 
-    private LinuxNbdDevice(NbdSession session, LinuxNbdOptions options, NbdDeviceControl control, int blockSize,
-            long mediaSize, KernelBridge bridge) {
+    private LinuxNbdDevice(NbdSession session, LinuxNbdOptions options, NbdDeviceControl control, NbdNetlink netlink,
+            int blockSize, long mediaSize, KernelBridge bridge) {
         this.session = session;
         this.options = options;
         this.control = control;
+        this.netlink = netlink;
         this.blockSize = blockSize;
         this.mediaSize = mediaSize;
         this.bridge = bridge;
@@ -76,15 +86,52 @@ public final class LinuxNbdDevice implements ServedDevice {
         if (size <= 0) {
             throw new LinuxNbdException("the export (" + export.size() + " bytes) is smaller than one block");
         }
-        Path pid = sysfs(options.index()).resolve("pid");
-        if (Files.exists(pid)) {
-            throw new LinuxNbdException(options.name() + " is already connected (served by pid "
-                    + Files.readString(pid).strip() + ")");
+        if (Files.exists(sysfs(options.index()).resolve("pid"))) {
+            // (The pid file is not read: on some kernels it names a task that may have exited.)
+            throw new LinuxNbdException(options.name() + " is already connected (to take over from a daemon that died: "
+                    + "nbd-client rescue)");
         }
+        int flags = LinuxNbdAbi.kernelFlags(export.flags(), options.readOnly());
+        // -Dnbd.linux.attach=ioctl: the ioctls even where netlink works (to compare them; tests).
+        boolean ioctl = "ioctl".equals(System.getProperty("nbd.linux.attach"));
+        NbdNetlink netlink = ioctl ? null : NbdNetlink.openIfAvailable();
+        if (ioctl) {
+            LOG.warning(options.name() + ": attaching with ioctls (-Dnbd.linux.attach=ioctl)");
+            return createWithIoctls(session, transport, options, block, size, flags);
+        }
+        if (netlink == null) {
+            LOG.warning(options.name() + ": the kernel has no \"" + NbdNetlink.FAMILY_NAME + "\" netlink family: attaching "
+                    + "with ioctls (NBD_DO_IT), which a signal to the daemon or its death ends");
+            return createWithIoctls(session, transport, options, block, size, flags);
+        }
+        Pair pair = Pair.bridged(session, transport, options, netlink);
+        KernelBridge bridge = pair.bridge();
+        try {
+            netlink.connect(new NbdNetlink.Connect(options.index(), size, block, flags, options.timeout(),
+                    options.deadTimeout(), pair.kernelFd()));
+        } catch (LinuxNbdException e) {
+            bridge.abort();
+            netlink.close();
+            if (e.errno() == jnr.constants.platform.Errno.EBUSY.intValue()) {
+                throw new LinuxNbdException(e.getMessage() + " (is " + NbdDeviceControl.devicePath(options.index())
+                        + " open or being set up elsewhere?)");
+            }
+            throw e;
+        } finally {
+            NbdDeviceControl.closeDescriptor(pair.kernelFd()); // the kernel holds its own reference now
+        }
+        LinuxNbdDevice device = new LinuxNbdDevice(session, options, null, netlink, block, size, bridge);
+        device.watchBridge();
+        LOG.info(options.name() + ": attached through netlink; a dead daemon's device waits " + options.deadTimeout()
+                + " s for nbd-client rescue");
+        return device;
+    }
+
+    private static LinuxNbdDevice createWithIoctls(NbdSession session, Transport transport, LinuxNbdOptions options,
+            int block, long size, int flags) throws IOException, InterruptedException {
         NbdDeviceControl control = NbdDeviceControl.open(options.index());
         int[] pair;
         try {
-            int flags = LinuxNbdAbi.kernelFlags(export.flags(), options.readOnly());
             control.configure(block, size, flags, options.timeout());
             pair = NbdDeviceControl.socketPair();
             NbdDeviceControl.setNonBlocking(pair[1]);
@@ -93,9 +140,131 @@ public final class LinuxNbdDevice implements ServedDevice {
             throw e;
         }
         KernelBridge bridge = KernelBridge.attach(transport, pair[1], options.name(), session);
-        LinuxNbdDevice device = new LinuxNbdDevice(session, options, control, block, size, bridge);
+        LinuxNbdDevice device = new LinuxNbdDevice(session, options, control, null, block, size, bridge);
         device.start(pair[0]);
         return device;
+    }
+
+    /**
+     * Takes over a device attached through netlink whose daemon died: the kernel keeps what
+     * it could not send waiting (for the dead-connection timeout) and gets a new socket
+     * (NBD_CMD_RECONFIGURE with NBD_ATTR_SOCKETS); requests the dead daemon had taken
+     * unanswered go again once the kernel sees them stuck on the old socket (its request
+     * timer, 30 s with no --timeout).
+     */
+    public static LinuxNbdDevice rescue(NbdSession session, Transport transport, LinuxNbdOptions options)
+            throws IOException {
+        if (!Epoll.isAvailable() || !"epoll".equals(transport.name())) {
+            throw new LinuxNbdException("the Linux NBD bridge needs Netty's epoll transport");
+        }
+        Path sys = sysfs(options.index());
+        if (!Files.exists(sys.resolve("pid"))) {
+            throw new LinuxNbdException(options.name() + " is not connected: nothing to take over (attach it instead)");
+        }
+        long deviceSize = readLong(sys.resolve("size")) * 512;
+        long block = readLong(sys.resolve("queue/logical_block_size"));
+        if (deviceSize <= 0 || block <= 0) {
+            throw new LinuxNbdException("cannot read " + options.name() + "'s size and block size from " + sys);
+        }
+        ExportInfo export = session.export();
+        long exportSize = export.size() - export.size() % block;
+        if (exportSize < deviceSize) {
+            throw new LinuxNbdException("the export (" + export.size() + " bytes) is smaller than " + options.name()
+                    + " (" + deviceSize + " bytes): not the export it served?");
+        }
+        if (export.blockSize().minimum() > block || block % export.blockSize().minimum() != 0) {
+            throw new LinuxNbdException(options.name() + "'s block size " + block
+                    + " does not fit the export's minimum block size " + export.blockSize().minimum());
+        }
+        NbdNetlink netlink = NbdNetlink.openIfAvailable();
+        if (netlink == null) {
+            throw new LinuxNbdException("rescue needs the kernel's \"" + NbdNetlink.FAMILY_NAME + "\" netlink family, "
+                    + "which this kernel does not have (a device set up with ioctls ends with its daemon)");
+        }
+        Pair pair = Pair.bridged(session, transport, options, netlink);
+        KernelBridge bridge = pair.bridge();
+        try {
+            netlink.reconnect(options.index(), pair.kernelFd());
+        } catch (LinuxNbdException e) {
+            bridge.abort();
+            netlink.close();
+            throw e;
+        } finally {
+            NbdDeviceControl.closeDescriptor(pair.kernelFd());
+        }
+        // The kernel answers 0 also when no socket of the device was dead and it dropped ours:
+        // then our end is the last, and its peer has hung up.
+        if (NbdDeviceControl.peerHungUp(pair.daemonFd())) {
+            bridge.abort();
+            netlink.close();
+            throw new LinuxNbdException(options.name() + "'s connection is alive: the kernel kept it and refused the new "
+                    + "socket (is its daemon still running, or stopped?)");
+        }
+        LinuxNbdDevice device = new LinuxNbdDevice(session, options, null, netlink, (int) block, deviceSize, bridge);
+        device.watchBridge();
+        LOG.info(options.name() + ": taken over; the kernel sends its waiting requests here");
+        if (exportSize > deviceSize) {
+            device.resize(exportSize);
+        }
+        return device;
+    }
+
+    /**
+     * Ends a device no daemon serves (it died), as {@code nbd-client -d} does: through netlink
+     * NBD_CMD_DISCONNECT, which also wakes the requests waiting for a new socket and fails
+     * them (the ioctls would leave those waiting out the dead-connection timeout); without
+     * the family, NBD_DISCONNECT and NBD_CLEAR_SOCK.
+     */
+    public static void disconnectWithoutDaemon(int index) throws LinuxNbdException {
+        NbdNetlink netlink = NbdNetlink.openIfAvailable();
+        if (netlink != null) {
+            try (netlink) {
+                netlink.disconnect(index);
+            }
+            return;
+        }
+        try (NbdDeviceControl control = NbdDeviceControl.open(index)) {
+            control.disconnect();
+            control.clearSocket();
+        }
+    }
+
+    /** A socket pair with the bridge on the daemon's end; the kernel's end is for netlink to pass on. */
+    private record Pair(int kernelFd, int daemonFd, KernelBridge bridge) {
+        static Pair bridged(NbdSession session, Transport transport, LinuxNbdOptions options, NbdNetlink netlink)
+                throws IOException {
+            int[] fds;
+            try {
+                fds = NbdDeviceControl.socketPair();
+            } catch (LinuxNbdException e) {
+                netlink.close();
+                throw e;
+            }
+            try {
+                NbdDeviceControl.setNonBlocking(fds[1]);
+                return new Pair(fds[0], fds[1], KernelBridge.attach(transport, fds[1], options.name(), session));
+            } catch (IOException | RuntimeException e) {
+                NbdDeviceControl.closeDescriptor(fds[0]);
+                NbdDeviceControl.closeDescriptor(fds[1]);
+                netlink.close();
+                throw e;
+            }
+        }
+    }
+
+    /** With netlink the device's end shows as the end of the bridge: the kernel shut its socket. */
+    private void watchBridge() {
+        bridge.closed().whenComplete((v, cause) -> {
+            if (cause != null) {
+                failure = cause;
+                LOG.severe(name() + ": the bridge failed (" + cause.getMessage() + "); the device waits "
+                        + options.deadTimeout() + " s for another daemon (nbd-client rescue)");
+            } else if (!stopping) {
+                LOG.info(name() + ": the kernel closed the device's socket (disconnected)");
+            }
+            netlink.close();
+            done.countDown();
+        });
     }
 
     /** SET_SOCK and DO_IT on one thread (the kernel wants the task that gave the socket to start the device). */
@@ -205,12 +374,20 @@ public final class LinuxNbdDevice implements ServedDevice {
         return failure;
     }
 
-    /** Grows or shrinks the device (NBD_SET_SIZE while it runs) to a new export size, in whole blocks. */
+    /**
+     * Grows or shrinks the device to a new export size, in whole blocks: NBD_CMD_RECONFIGURE
+     * with NBD_ATTR_SIZE_BYTES through netlink (the kernel refuses NBD_SET_SIZE on a device
+     * netlink set up), NBD_SET_SIZE on one set up with ioctls.
+     */
     @Override
     public void resize(long newExportSize) throws IOException {
         checkRunning();
         long size = newExportSize - newExportSize % blockSize;
-        control.resize(size);
+        if (netlink != null) {
+            netlink.resize(options.index(), size);
+        } else {
+            control.resize(size);
+        }
         mediaSize = size;
         LOG.info(name() + ": now " + size + " bytes");
     }
@@ -231,7 +408,13 @@ public final class LinuxNbdDevice implements ServedDevice {
         }
         boolean writable = !session.export().readOnly() && !options.readOnly();
         if (!force) {
-            control.fsync();
+            if (control != null) {
+                control.fsync();
+            } else {
+                try (NbdDeviceControl c = NbdDeviceControl.open(options.index())) {
+                    c.fsync();
+                }
+            }
         }
         if (writable && session.export().has(TransmissionFlag.SEND_FLUSH)) {
             try {
@@ -249,7 +432,11 @@ public final class LinuxNbdDevice implements ServedDevice {
             }
         }
         stopping = true;
-        control.disconnect();
+        if (netlink != null) {
+            netlink.disconnect(options.index());
+        } else {
+            control.disconnect();
+        }
         if (force) {
             bridge.abort();
             session.disconnect(); // requests held for a reconnect that will not come end now

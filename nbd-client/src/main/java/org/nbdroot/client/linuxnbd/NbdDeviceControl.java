@@ -145,6 +145,19 @@ public final class NbdDeviceControl implements AutoCloseable {
         }
     }
 
+    /** Whether the other end of a stream socket has gone (poll: POLLHUP or POLLRDHUP), without waiting. */
+    public static boolean peerHungUp(int fd) throws LinuxNbdException {
+        LinuxLibC lib = library();
+        java.nio.ByteBuffer pollfd = java.nio.ByteBuffer.allocate(8).order(java.nio.ByteOrder.nativeOrder());
+        pollfd.putInt(0, fd).putShort(4, (short) (LinuxLibC.POLLHUP | LinuxLibC.POLLRDHUP));
+        byte[] bytes = pollfd.array();
+        if (lib.poll(bytes, 1, 0) < 0) {
+            throw new LinuxNbdException("poll", LastError.getLastError(Runtime.getRuntime(lib)));
+        }
+        short revents = java.nio.ByteBuffer.wrap(bytes).order(java.nio.ByteOrder.nativeOrder()).getShort(6);
+        return (revents & (LinuxLibC.POLLHUP | LinuxLibC.POLLRDHUP)) != 0;
+    }
+
     public static void closeDescriptor(int fd) {
         library().close(fd);
     }

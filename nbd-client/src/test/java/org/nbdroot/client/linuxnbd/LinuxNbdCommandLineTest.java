@@ -9,11 +9,10 @@ import org.nbdroot.client.cli.CommandLineRunner.Run;
 /** What the command line refuses for a Linux NBD device before it connects anywhere. */
 class LinuxNbdCommandLineTest {
     @Test
-    void rescueIsForGeomGateOnly() {
-        Run r = CommandLineRunner.run("rescue", "127.0.0.1", "1", "/dev/nbd0");
+    void aDeadTimeoutTheKernelCannotHoldIsRefusedFirst() {
+        Run r = CommandLineRunner.run("rescue", "-f", "--dead-timeout", "-1", "127.0.0.1", "1", "/dev/nbd0");
         assertEquals(2, r.status(), r.err()); // a command line that cannot work
-        assertEquals("nbd-client: rescue is for GEOM Gate: a Linux NBD device set up with ioctls ends with its daemon\n",
-                r.err());
+        assertEquals("nbd-client: --dead-timeout must be from 0 to 3153600000 seconds, not -1\n", r.err());
     }
 
     @Test

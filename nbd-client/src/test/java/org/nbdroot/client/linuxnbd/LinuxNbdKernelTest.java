@@ -69,7 +69,12 @@ class LinuxNbdKernelTest {
         return data;
     }
 
+    /** -Dnbd.test.attach=ioctl runs the guests with the ioctl attachment, to compare (the stop test then fails). */
     private void writeEnv(Path out, int port, String mode) throws Exception {
+        writeEnv(out, port, mode, System.getProperty("nbd.test.attach", "netlink"));
+    }
+
+    private void writeEnv(Path out, int port, String mode, String attach) throws Exception {
         Files.createDirectories(out);
         Files.writeString(out.resolve("test.env"), String.join("\n",
                 "JAVA=" + QemuGuest.guestJava(),
@@ -77,7 +82,8 @@ class LinuxNbdKernelTest {
                 "PORT=" + port,
                 "SIZE=" + SIZE,
                 "GROWN=" + GROWN,
-                "MODE=" + mode, ""));
+                "MODE=" + mode,
+                "ATTACH=" + attach, ""));
     }
 
     private static int portOf(PeerServer server) {
@@ -103,11 +109,23 @@ class LinuxNbdKernelTest {
         assertEquals(0, run.exitStatus(), run.diagnostics());
     }
 
+    private static final List<String> KERNEL_SOCKET_ERRORS = List.of("Receive control failed", "Send data failed",
+            "Send control failed");
+
     private static void assertNoKernelIoErrors(QemuGuest.Run run) throws Exception {
+        assertNoKernelIoErrors(run, false);
+    }
+
+    /** With {@code socketDied}, the kernel may log its socket's end (the daemon was killed), never an I/O error. */
+    private static void assertNoKernelIoErrors(QemuGuest.Run run, boolean socketDied) throws Exception {
         String console = run.console();
-        for (String bad : List.of("I/O error", "Other side returned error", "Connection timed out", "Receive control failed",
-                "Wrong magic", "Unexpected reply", "Double reply")) {
-            assertFalse(console.contains(bad), "the kernel logged '" + bad + "':\n" + run.diagnostics());
+        List<String> bad = new ArrayList<>(List.of("I/O error", "Other side returned error", "Connection timed out",
+                "Wrong magic", "Unexpected reply", "Double reply"));
+        if (!socketDied) {
+            bad.addAll(KERNEL_SOCKET_ERRORS);
+        }
+        for (String b : bad) {
+            assertFalse(console.contains(b), "the kernel logged '" + b + "':\n" + run.diagnostics());
         }
     }
 
@@ -185,5 +203,61 @@ class LinuxNbdKernelTest {
         }
         assertArrayEquals(pattern, range(backing, SIZE, pattern.length), "the write past the export's old end");
         assertEquals(GROWN, Files.size(backing));
+    }
+
+    /** The load the guest writes in stop and rescue modes: 64 chunks of 256 KiB, the pattern 4 times over. */
+    private static void assertLoadWritten(Path backing, byte[] pattern) throws Exception {
+        for (int i = 0; i < 4; i++) {
+            assertArrayEquals(pattern, range(backing, (long) i * pattern.length, pattern.length), "copy " + i + " of the load");
+        }
+    }
+
+    @Test
+    void aStoppedAndContinuedDaemonOnlyDelaysTheKernel() throws Exception {
+        // systemd's shutdown stops every process (kill(-1, SIGSTOP)), then continues them: with
+        // NBD_DO_IT that signal ended the device; attached through netlink nothing notices.
+        Path backing = backing(SIZE);
+        Path out = outDir("stop");
+        byte[] pattern = pattern(out.resolve("pattern.bin"), 5);
+        try (PeerServer server = PeerServer.nbdkit("nbdkit", dir, backing, List.of(), "file", "file=" + backing)) {
+            writeEnv(out, portOf(server), "stop");
+            QemuGuest.Run run;
+            try (QemuGuest.Run started = new QemuGuest(GUEST_SCRIPT, out).timeout(300).start()) {
+                run = started.await();
+            }
+            assertChecks(run, List.of("attach", "kernel-size", "kernel-timeout-none", "kernel-flags", "list-devices",
+                    "daemon-stopped", "load-waits-while-stopped", "load-complete", "reads-back", "device-still-connected",
+                    "destroy", "device-stopped", "daemon-exited"));
+            assertNoKernelIoErrors(run);
+            assertTrue(Files.readString(out.resolve("daemon.log")).contains("attached through netlink"),
+                    "the daemon did not attach through netlink:\n" + run.diagnostics());
+            System.out.println("stop guest: " + run.elapsedMillis() + " ms");
+        }
+        assertLoadWritten(backing, pattern);
+    }
+
+    @Test
+    void aNewDaemonTakesOverFromOneKilledUnderLoad() throws Exception {
+        Path backing = backing(SIZE);
+        Path out = outDir("rescue");
+        byte[] pattern = pattern(out.resolve("pattern.bin"), 7);
+        try (PeerServer server = PeerServer.nbdkit("nbdkit", dir, backing, List.of(), "file", "file=" + backing)) {
+            writeEnv(out, portOf(server), "rescue");
+            QemuGuest.Run run;
+            try (QemuGuest.Run started = new QemuGuest(GUEST_SCRIPT, out).timeout(420).start()) {
+                run = started.await();
+            }
+            String rescueLog = Files.exists(out.resolve("rescue.log")) ? Files.readString(out.resolve("rescue.log")) : "";
+            assertChecks(run, List.of("attach", "kernel-size", "kernel-timeout-none", "kernel-flags", "list-devices",
+                    "daemon-killed", "device-waits", "load-waits-for-rescue", "rescued", "load-complete", "reads-back",
+                    "rescue-of-a-live-device-refused", "rescue-refusal-says-why", "destroy", "device-stopped",
+                    "daemon-exited"));
+            assertNoKernelIoErrors(run, true);
+            assertTrue(run.console().contains("Receive control failed"),
+                    "the kernel never saw its socket die (was the daemon killed?):\n" + run.diagnostics());
+            assertTrue(rescueLog.contains("nbd0: taken over"), "the rescue never took over:\n" + rescueLog);
+            System.out.println("rescue guest: " + run.elapsedMillis() + " ms");
+        }
+        assertLoadWritten(backing, pattern);
     }
 }
