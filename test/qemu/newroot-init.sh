@@ -53,22 +53,21 @@ dd if=/tmp/tail of=/dev/nbd0 bs=1M seek=$((old * 512 / 1048576)) conv=fsync 2>/d
 echo "GUEST-DONE"
 
 # A shutdown the way systemd's ends (src/shared/killall.c, after every service is stopped):
-# the signal to every process but pid 1, kernel threads and root processes whose argv[0]
-# starts with '@'; SIGTERM first, then SIGKILL. The daemon marked itself (--root-storage),
-# so it must still serve the root's last writes. systemd also wraps each round in
-# kill(-1, SIGSTOP) ... kill(-1, SIGCONT); the ioctl bridge cannot survive that (a signal
-# interrupts NBD_DO_IT, and the kernel then shuts the device down), so it stays off until the
-# netlink bridge serves the root.
+# SIGSTOP to all; the signal to every process but pid 1, kernel threads and root processes
+# whose argv[0] starts with '@'; SIGCONT to all; SIGTERM first, then SIGKILL. The daemon
+# marked itself (--root-storage), so it must still serve the root's last writes, and being
+# stopped must not end its device (with the ioctl interface it did: a signal interrupts
+# NBD_DO_IT, and the kernel then shuts the device down; through netlink nothing waits there).
 [ "$(head -c 1 /proc/"$daemon"/cmdline)" = @ ] && echo "GUEST-DAEMON-MARKED"
 spree() {
-  # kill -STOP -1
+  kill -STOP -1
   for d in /proc/[0-9]*; do
     pid=${d#/proc/}
     [ "$pid" = 1 ] && continue
     first=$(head -c 1 "$d/cmdline" 2>/dev/null)
     [ -z "$first" ] || [ "$first" = @ ] || { kill -"$1" "$pid" 2>/dev/null && signalled=$((signalled + 1)); }
   done
-  # kill -CONT -1
+  kill -CONT -1
   sleep 1
 }
 signalled=0; spree TERM; spree KILL
