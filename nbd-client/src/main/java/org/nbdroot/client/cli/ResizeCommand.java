@@ -1,10 +1,6 @@
 package org.nbdroot.client.cli;
 
-import java.nio.file.Path;
 import java.util.concurrent.Callable;
-import org.nbdroot.client.daemon.ControlClient;
-import org.nbdroot.client.daemon.RunDirectory;
-import org.nbdroot.proto.NbdException;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -29,17 +25,10 @@ final class ResizeCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         String name = ServeCommand.daemonName(device);
-        Path socket = RunDirectory.socketFor(name);
-        if (!ControlClient.isAlive(socket)) {
-            throw new NbdException("no daemon serves " + name + " (nothing answers on " + socket + ")");
-        }
-        String reply = ControlClient.request(socket, force ? "resize force" : "resize");
-        if (!reply.startsWith("ok ")) {
-            throw new NbdException(name + ": " + reply.replaceFirst("^error ", ""));
-        }
-        // ok ggateN size=NEW was=OLD export=BYTES
+        String reply = DaemonRequest.send(name, force ? "resize force" : "resize");
+        // ggateN size=NEW was=OLD export=BYTES
         java.util.Map<String, Long> fields = new java.util.HashMap<>();
-        for (String field : reply.substring(3).split(" ")) {
+        for (String field : reply.split(" ")) {
             int eq = field.indexOf('=');
             if (eq > 0) {
                 fields.put(field.substring(0, eq), Long.parseLong(field.substring(eq + 1)));

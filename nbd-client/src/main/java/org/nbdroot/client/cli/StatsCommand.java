@@ -1,10 +1,6 @@
 package org.nbdroot.client.cli;
 
-import java.nio.file.Path;
 import java.util.concurrent.Callable;
-import org.nbdroot.client.daemon.ControlClient;
-import org.nbdroot.client.daemon.RunDirectory;
-import org.nbdroot.proto.NbdException;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -28,17 +24,9 @@ final class StatsCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        String name = ServeCommand.daemonName(device);
-        Path socket = RunDirectory.socketFor(name);
-        if (!ControlClient.isAlive(socket)) {
-            throw new NbdException("no daemon serves " + name + " (nothing answers on " + socket + ")");
-        }
-        String reply = ControlClient.request(socket, json ? "stats json" : "stats");
-        if (!reply.startsWith("ok")) {
-            throw new NbdException(name + ": " + reply.replaceFirst("^error ", ""));
-        }
+        String reply = DaemonRequest.send(ServeCommand.daemonName(device), json ? "stats json" : "stats");
         var out = spec.commandLine().getOut();
-        out.println(reply.substring(2).strip());
+        out.println(reply);
         out.flush();
         return 0;
     }
