@@ -6,6 +6,7 @@
 #
 # Usage: bench/compare.sh [--rounds N] [--runtime SECONDS] [--ramp SECONDS] [--size SIZE] [--rows LIST]
 #   LIST: comma-separated from randread4k,read1m,randwrite4k (default: all three)
+#   BENCH_ARGS in the environment: more options for nbd-client bench (--replay-limit 0)
 # Needs: a built image (mvn -DskipTests package), nbdkit, fio, python3.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,8 +54,9 @@ PY
 
 # Prints "IOPS BYTES_PER_SECOND" of one nbd-client bench run.
 run_ours() { # rw bs iodepth
+  # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
   "$client" bench "$uri" --rw "$1" --bs "$2" --iodepth "$3" --runtime "$runtime" --ramp "$ramp" --size "$size" --json \
-      > "$work/ours.json"
+      ${BENCH_ARGS:-} > "$work/ours.json"
   python3 - "$work/ours.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

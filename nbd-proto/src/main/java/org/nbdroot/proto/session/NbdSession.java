@@ -53,6 +53,14 @@ public final class NbdSession implements AutoCloseable {
     /** Writes acknowledged since the last FLUSH, for replay after a reconnect; null when not kept. */
     private volatile WriteJournal journal;
     private final java.util.concurrent.atomic.AtomicBoolean journalFlushing = new java.util.concurrent.atomic.AtomicBoolean();
+    /**
+     * Writes held back, in order, while the journal is at its limit and its own FLUSH is out (a
+     * server that acknowledges writes faster than it flushes): sent when that FLUSH completes.
+     * Without this the journal would overflow and keep nothing until the next FLUSH.
+     */
+    private final java.util.ArrayDeque<NbdRequest> heldForJournal = new java.util.ArrayDeque<>(); // guarded by itself
+    /** What the journalled requests sent and not yet answered will count in the journal. */
+    private final java.util.concurrent.atomic.AtomicLong journalInFlight = new java.util.concurrent.atomic.AtomicLong();
 
     /** A session over connections that are already open, which does not reconnect. */
     private NbdSession(ExportInfo export, List<NbdConnection> connections) {
@@ -540,17 +548,44 @@ public final class NbdSession implements AutoCloseable {
         WriteJournal j = journal;
         long started = ObserverCalls.started(observer, command);
         Acknowledgement ack;
-        if (j == null) {
-            ack = new Acknowledgement(null, false, -1, started);
-        } else if (command == Command.WRITE || command == Command.TRIM || command == Command.WRITE_ZEROES) {
-            ack = new Acknowledgement(j, lent, -1, started);
-        } else if (command == Command.FLUSH) {
-            ack = new Acknowledgement(j, false, j.mark(), started);
+        boolean journalled = j != null && (command == Command.WRITE || command == Command.TRIM || command == Command.WRITE_ZEROES);
+        if (journalled) {
+            ack = new Acknowledgement(j, lent, -1, started, WriteJournal.cost(command, length));
+        } else if (j != null && command == Command.FLUSH) {
+            ack = new Acknowledgement(j, false, j.mark(), started, 0);
         } else {
-            ack = new Acknowledgement(null, false, -1, started);
+            ack = new Acknowledgement(null, false, -1, started, 0);
         }
-        submit(new NbdRequest(command, flags, offset, length, payload, ack));
+        NbdRequest request = new NbdRequest(command, flags, offset, length, payload, ack);
+        if (!journalled || !holdForJournal(j, request, ack.journalCost)) {
+            submit(request);
+        }
         return ack;
+    }
+
+    /** Holds {@code request} back when the journal has no room for it while its FLUSH is out; else counts it in flight. */
+    private boolean holdForJournal(WriteJournal j, NbdRequest request, long cost) {
+        synchronized (heldForJournal) {
+            if (!heldForJournal.isEmpty() || journalFlushing.get() && !j.hasRoom(journalInFlight.get(), cost)) {
+                heldForJournal.addLast(request);
+                return true;
+            }
+            journalInFlight.addAndGet(cost);
+            return false;
+        }
+    }
+
+    /** Once the journal's FLUSH is done (or failed): the writes held back go out, in order. */
+    private void releaseHeldForJournal() {
+        List<NbdRequest> release;
+        synchronized (heldForJournal) {
+            release = new ArrayList<>(heldForJournal);
+            heldForJournal.clear();
+            for (NbdRequest r : release) {
+                journalInFlight.addAndGet(((Acknowledgement) r.completion).journalCost);
+            }
+        }
+        release.forEach(this::submit);
     }
 
     /**
@@ -566,17 +601,23 @@ public final class NbdSession implements AutoCloseable {
         private final long flushMark;
         /** When it was submitted, for the observer. */
         private final long started;
+        /** What a journalled request counts in {@link #journalInFlight} until it is answered; 0 for others. */
+        final long journalCost;
 
-        Acknowledgement(WriteJournal journal, boolean lent, long flushMark, long started) {
+        Acknowledgement(WriteJournal journal, boolean lent, long flushMark, long started, long journalCost) {
             this.journal = journal;
             this.lent = lent;
             this.flushMark = flushMark;
             this.started = started;
+            this.journalCost = journalCost;
         }
 
         @Override
         public void complete(NbdRequest request, Throwable failure) {
             ObserverCalls.completed(observer, request, started, failure);
+            if (journalCost > 0) {
+                journalInFlight.addAndGet(-journalCost);
+            }
             if (failure != null) {
                 completeExceptionally(failure);
                 return;
@@ -606,6 +647,7 @@ public final class NbdSession implements AutoCloseable {
         if (journalFlushing.compareAndSet(false, true)) {
             flush().whenComplete((v, e) -> {
                 journalFlushing.set(false);
+                releaseHeldForJournal();
                 if (e != null) {
                     java.util.logging.Logger.getLogger(NbdSession.class.getName()).warning(
                             "a FLUSH to empty the journal of unflushed writes failed: " + unwrap(e).getMessage());
@@ -695,6 +737,15 @@ public final class NbdSession implements AutoCloseable {
         WriteJournal j = journal;
         if (j != null) {
             j.clear();
+        }
+        List<NbdRequest> held;
+        synchronized (heldForJournal) {
+            held = new ArrayList<>(heldForJournal);
+            heldForJournal.clear();
+        }
+        for (NbdRequest r : held) {
+            r.releaseBuffers();
+            r.completion.complete(r, new NbdException("the session was closed before " + r.describe() + " was sent"));
         }
         return CompletableFuture.allOf(allConnections().stream().map(NbdConnection::disconnect)
                 .toArray(CompletableFuture[]::new));

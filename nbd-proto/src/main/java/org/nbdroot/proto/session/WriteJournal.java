@@ -187,6 +187,16 @@ final class WriteJournal {
         return bytes;
     }
 
+    /** What a request of {@code command} over {@code length} bytes will count once acknowledged, at least. */
+    static long cost(Command command, int length) {
+        return (command == Command.WRITE ? length : 0) + ENTRY_OVERHEAD;
+    }
+
+    /** Whether {@code cost} more, beyond {@code inFlight} sent and not yet acknowledged, still fits the limit. */
+    synchronized boolean hasRoom(long inFlight, long cost) {
+        return bytes + inFlight + cost <= limit;
+    }
+
     /** False from an overflow until a FLUSH sent after it succeeds. */
     synchronized boolean isComplete() {
         return incompleteUntil < 0;

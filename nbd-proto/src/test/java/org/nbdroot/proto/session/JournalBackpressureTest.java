@@ -1,0 +1,125 @@
+package org.nbdroot.proto.session;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.nbdroot.proto.WireBytes.simpleReply;
+import static org.nbdroot.proto.session.SessionFixture.dataAt;
+
+import io.netty.buffer.Unpooled;
+import java.lang.reflect.Field;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import org.junit.jupiter.api.Test;
+import org.nbdroot.proto.BlockSize;
+import org.nbdroot.proto.ExportInfo;
+import org.nbdroot.proto.session.SessionFixture.Request;
+
+/**
+ * A server that acknowledges writes faster than it flushes: while the journal's own FLUSH is
+ * out and the journal has no room left, further writes wait instead of overflowing it (which
+ * would keep nothing for a replay until the next FLUSH).
+ */
+class JournalBackpressureTest {
+    private static final int HAS_FLAGS = 1;
+    private static final int SEND_FLUSH = 1 << 2;
+    private static final int CMD_WRITE = 1;
+    private static final int CMD_FLUSH = 3;
+    private static final int BLOCK = 4096;
+    /** Room for 16 kept 4 KiB writes (each counts its data and 64 bytes); its own FLUSH after 9. */
+    private static final long LIMIT = 16L * (BLOCK + 64);
+
+    private final ExportInfo export = new ExportInfo("disk", null, 1 << 20, HAS_FLAGS | SEND_FLUSH,
+            new BlockSize(512, 4096, 64 * 1024), true, false, Map.of());
+    private final SessionFixture f = new SessionFixture(export);
+    private final WriteJournal journal = new WriteJournal(LIMIT);
+
+    JournalBackpressureTest() throws ReflectiveOperationException {
+        Field j = NbdSession.class.getDeclaredField("journal");
+        j.setAccessible(true);
+        j.set(f.session, journal);
+    }
+
+    private CompletableFuture<Void> write(int block) {
+        return f.session.write((long) block * BLOCK, Unpooled.wrappedBuffer(dataAt((long) block * BLOCK, BLOCK)), false);
+    }
+
+    private static List<Request> of(List<Request> sent, int type) {
+        return sent.stream().filter(r -> r.type() == type).toList();
+    }
+
+    /** Nine writes answered: the journal passes half its limit and sends its FLUSH, left unanswered here. */
+    private Request fillToTheJournalsFlush(List<CompletableFuture<Void>> writes) {
+        for (int i = 0; i < 9; i++) {
+            writes.add(write(i));
+            Request w = f.sent().get(0);
+            f.reply(simpleReply(0, w.handle(), null));
+        }
+        List<Request> flush = of(f.sent(), CMD_FLUSH);
+        assertEquals(1, flush.size(), "past half its limit the journal sends a FLUSH of its own");
+        return flush.get(0);
+    }
+
+    @Test
+    void writesWaitForTheJournalsFlushInsteadOfOverflowingIt() {
+        List<CompletableFuture<Void>> writes = new ArrayList<>();
+        Request flush = fillToTheJournalsFlush(writes);
+        for (int i = 9; i < 21; i++) {
+            writes.add(write(i));
+        }
+        List<Request> sent = of(f.sent(), CMD_WRITE);
+        assertEquals(7, sent.size(), "only what the journal still has room for goes out while its FLUSH is out");
+        sent.forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
+        assertTrue(journal.isComplete(), "the journal kept every acknowledged write");
+        assertEquals(16, journal.size());
+
+        f.reply(simpleReply(0, flush.handle(), null));
+        List<Request> rest = of(f.sent(), CMD_WRITE);
+        assertEquals(5, rest.size(), "the FLUSH done, the writes held back go out");
+        for (int i = 0; i < rest.size(); i++) {
+            assertEquals((long) (16 + i) * BLOCK, rest.get(i).offset(), "in the order they were written");
+        }
+        rest.forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
+        writes.forEach(w -> assertTrue(w.isDone() && !w.isCompletedExceptionally()));
+        assertTrue(journal.isComplete());
+        assertEquals(12, journal.size(), "the FLUSH emptied the journal of what it covered; the 12 after it are kept");
+        f.session.disconnect();
+        f.finishWithoutLeaks();
+    }
+
+    @Test
+    void aFailedFlushStillLetsTheHeldWritesGo() {
+        List<CompletableFuture<Void>> writes = new ArrayList<>();
+        Request flush = fillToTheJournalsFlush(writes);
+        for (int i = 9; i < 20; i++) {
+            writes.add(write(i));
+        }
+        of(f.sent(), CMD_WRITE).forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
+        f.reply(simpleReply(5, flush.handle(), null)); // EIO
+        List<Request> rest = of(f.sent(), CMD_WRITE);
+        assertEquals(4, rest.size(), "the held writes are not stuck behind a FLUSH that failed");
+        rest.forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
+        writes.forEach(w -> assertFalse(w.isCompletedExceptionally(), "a write is not failed for its journal's FLUSH"));
+        f.session.disconnect();
+        f.finishWithoutLeaks();
+    }
+
+    @Test
+    void writesHeldWhenTheSessionClosesFailSayingSo() {
+        List<CompletableFuture<Void>> writes = new ArrayList<>();
+        fillToTheJournalsFlush(writes);
+        for (int i = 9; i < 17; i++) {
+            writes.add(write(i));
+        }
+        f.sent();
+        CompletableFuture<Void> held = writes.get(writes.size() - 1);
+        assertFalse(held.isDone());
+        f.session.disconnect();
+        assertTrue(held.isCompletedExceptionally());
+        String message = held.handle((v, e) -> e.getMessage()).join();
+        assertTrue(message.contains("closed before") && message.contains("NBD_CMD_WRITE"), message);
+        f.finishWithoutLeaks();
+    }
+}
