@@ -319,21 +319,25 @@ public final class ScriptedNbdServer implements AutoCloseable {
     /**
      * A server restart that loses its volatile write cache ({@link Builder#volatileWriteCache}):
      * every connection is dropped, then the disk goes back to what FLUSH and FUA made durable.
-     * The server keeps listening, as if started again.
+     * The server keeps listening, as if started again. Returns the disk as the crash left it: a
+     * client reconnects at once and may write again before {@link #contents} could be asked.
      */
-    public void crash() throws InterruptedException {
+    public byte[] crash() throws InterruptedException {
         if (durable == null) {
             throw new IllegalStateException("crash() needs a server built with volatileWriteCache()");
         }
+        byte[] left;
         synchronized (disk) {
             generation++; // no write of a connection from before lands after the revert
             System.arraycopy(durable, 0, disk, 0, disk.length);
+            left = disk.clone();
         }
         for (Connection c : live) {
             if (c.generation != generation) {
                 closeQuietly(c.socket);
             }
         }
+        return left;
     }
 
     /** Arms a fault for the next request, or the next connection's handshake. */
