@@ -204,7 +204,12 @@ public final class LinuxNbdDevice implements ServedDevice {
         device.watchBridge();
         LOG.info(options.name() + ": taken over; the kernel sends its waiting requests here");
         if (exportSize > deviceSize) {
-            device.resize(exportSize);
+            try {
+                device.resize(exportSize);
+            } catch (Exception e) {
+                // The device serves already: a failed growth must not undo the takeover.
+                LOG.warning(options.name() + ": taken over, but cannot grow to " + exportSize + " bytes: " + e.getMessage());
+            }
         }
         return device;
     }

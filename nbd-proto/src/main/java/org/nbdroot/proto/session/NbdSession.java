@@ -550,7 +550,7 @@ public final class NbdSession implements AutoCloseable {
         Acknowledgement ack;
         boolean journalled = j != null && (command == Command.WRITE || command == Command.TRIM || command == Command.WRITE_ZEROES);
         if (journalled) {
-            ack = new Acknowledgement(j, lent, -1, started, WriteJournal.cost(command, length));
+            ack = new Acknowledgement(j, lent, -1, started, WriteJournal.cost(command, length, lent));
         } else if (j != null && command == Command.FLUSH) {
             ack = new Acknowledgement(j, false, j.mark(), started, 0);
         } else {
@@ -563,29 +563,48 @@ public final class NbdSession implements AutoCloseable {
         return ack;
     }
 
-    /** Holds {@code request} back when the journal has no room for it while its FLUSH is out; else counts it in flight. */
+    /**
+     * Holds {@code request} back when the journal has no room left for it (counting what is in
+     * flight), asking for the journal's FLUSH if none is out; else counts it in flight.
+     */
     private boolean holdForJournal(WriteJournal j, NbdRequest request, long cost) {
         synchronized (heldForJournal) {
-            if (!heldForJournal.isEmpty() || journalFlushing.get() && !j.hasRoom(journalInFlight.get(), cost)) {
-                heldForJournal.addLast(request);
-                return true;
+            if (heldForJournal.isEmpty() && j.hasRoom(journalInFlight.get(), cost)) {
+                journalInFlight.addAndGet(cost);
+                return false;
             }
-            journalInFlight.addAndGet(cost);
-            return false;
+            heldForJournal.addLast(request);
         }
+        flushForJournal(); // does nothing while one is out: its completion releases
+        return true;
     }
 
-    /** Once the journal's FLUSH is done (or failed): the writes held back go out, in order. */
+    /**
+     * Once the journal's FLUSH is done (or failed): the writes held back go out, in order, as far
+     * as there is room; a write larger than the whole limit goes alone once nothing else is kept
+     * or in flight (and overflows it, with its log line). What is left waits for another FLUSH,
+     * which covers what was acknowledged since.
+     */
     private void releaseHeldForJournal() {
-        List<NbdRequest> release;
+        WriteJournal j = journal;
+        List<NbdRequest> release = new ArrayList<>();
+        boolean left;
         synchronized (heldForJournal) {
-            release = new ArrayList<>(heldForJournal);
-            heldForJournal.clear();
-            for (NbdRequest r : release) {
-                journalInFlight.addAndGet(((Acknowledgement) r.completion).journalCost);
+            while (!heldForJournal.isEmpty()) {
+                long cost = ((Acknowledgement) heldForJournal.peekFirst().completion).journalCost;
+                boolean alone = release.isEmpty() && journalInFlight.get() == 0 && (j == null || j.counted() == 0);
+                if (j != null && !alone && !j.hasRoom(journalInFlight.get(), cost)) {
+                    break;
+                }
+                release.add(heldForJournal.pollFirst());
+                journalInFlight.addAndGet(cost);
             }
+            left = !heldForJournal.isEmpty();
         }
         release.forEach(this::submit);
+        if (left) {
+            flushForJournal();
+        }
     }
 
     /**
@@ -615,10 +634,8 @@ public final class NbdSession implements AutoCloseable {
         @Override
         public void complete(NbdRequest request, Throwable failure) {
             ObserverCalls.completed(observer, request, started, failure);
-            if (journalCost > 0) {
-                journalInFlight.addAndGet(-journalCost);
-            }
             if (failure != null) {
+                journalInFlight.addAndGet(-journalCost);
                 completeExceptionally(failure);
                 return;
             }
@@ -630,6 +647,8 @@ public final class NbdSession implements AutoCloseable {
                     flushNow = journal.acknowledged(request, lent);
                 }
             }
+            // Only now: counted in the journal first, so another writer never sees it in neither.
+            journalInFlight.addAndGet(-journalCost);
             request.releaseBuffers(); // what the journal did not take: the caller may reuse lent memory from now on
             if (flushNow) {
                 flushForJournal();
@@ -744,6 +763,7 @@ public final class NbdSession implements AutoCloseable {
             heldForJournal.clear();
         }
         for (NbdRequest r : held) {
+            journalInFlight.addAndGet(((Acknowledgement) r.completion).journalCost); // its completion takes it off
             r.releaseBuffers();
             r.completion.complete(r, new NbdException("the session was closed before " + r.describe() + " was sent"));
         }

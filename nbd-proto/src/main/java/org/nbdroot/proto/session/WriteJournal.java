@@ -187,9 +187,12 @@ final class WriteJournal {
         return bytes;
     }
 
-    /** What a request of {@code command} over {@code length} bytes will count once acknowledged, at least. */
-    static long cost(Command command, int length) {
-        return (command == Command.WRITE ? length : 0) + ENTRY_OVERHEAD;
+    /**
+     * The most a request of {@code command} over {@code length} bytes can count once acknowledged:
+     * a kept (not lent) WRITE may also count the rest of a buffer up to twice its length.
+     */
+    static long cost(Command command, int length, boolean lent) {
+        return (command == Command.WRITE ? (lent ? length : 2L * length) : 0) + ENTRY_OVERHEAD;
     }
 
     /** Whether {@code cost} more, beyond {@code inFlight} sent and not yet acknowledged, still fits the limit. */

@@ -42,8 +42,10 @@ class JournalBackpressureTest {
         j.set(f.session, journal);
     }
 
+    /** Lent writes count exactly their data and 64 bytes (kept ones reserve for up to twice their buffer). */
     private CompletableFuture<Void> write(int block) {
-        return f.session.write((long) block * BLOCK, Unpooled.wrappedBuffer(dataAt((long) block * BLOCK, BLOCK)), false);
+        return f.session.writeBorrowed((long) block * BLOCK, Unpooled.wrappedBuffer(dataAt((long) block * BLOCK, BLOCK)),
+                false);
     }
 
     private static List<Request> of(List<Request> sent, int type) {
@@ -89,8 +91,9 @@ class JournalBackpressureTest {
         f.finishWithoutLeaks();
     }
 
+    /** A FLUSH that fails empties nothing: the held writes wait for another FLUSH, then go; none fails for it. */
     @Test
-    void aFailedFlushStillLetsTheHeldWritesGo() {
+    void aFailedFlushIsSentAgainAndTheHeldWritesGoAfterIt() {
         List<CompletableFuture<Void>> writes = new ArrayList<>();
         Request flush = fillToTheJournalsFlush(writes);
         for (int i = 9; i < 20; i++) {
@@ -98,10 +101,41 @@ class JournalBackpressureTest {
         }
         of(f.sent(), CMD_WRITE).forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
         f.reply(simpleReply(5, flush.handle(), null)); // EIO
-        List<Request> rest = of(f.sent(), CMD_WRITE);
-        assertEquals(4, rest.size(), "the held writes are not stuck behind a FLUSH that failed");
-        rest.forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
-        writes.forEach(w -> assertFalse(w.isCompletedExceptionally(), "a write is not failed for its journal's FLUSH"));
+        List<Request> next = f.sent();
+        assertEquals(0, of(next, CMD_WRITE).size(), "still no room: the journal is full");
+        assertEquals(1, of(next, CMD_FLUSH).size(), "another FLUSH is asked for");
+        // The server now answers everything, FLUSHes included, until nothing more is sent.
+        for (int round = 0; round < 20 && !next.isEmpty(); round++) {
+            next.forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
+            next = f.sent();
+        }
+        writes.forEach(w -> assertTrue(w.isDone() && !w.isCompletedExceptionally(),
+                "a write is neither stuck nor failed for its journal's FLUSH"));
+        f.session.disconnect();
+        f.finishWithoutLeaks();
+    }
+
+    /** Before any FLUSH is out: a write that finds no room asks for one and waits for it. */
+    @Test
+    void aWriteWithNoRoomAsksForTheFlush() {
+        List<CompletableFuture<Void>> writes = new ArrayList<>();
+        for (int i = 0; i < 20; i++) {
+            writes.add(write(i));
+        }
+        List<Request> sent = f.sent();
+        assertEquals(16, of(sent, CMD_WRITE).size(), "as many as the journal has room for, counting those in flight");
+        assertEquals(1, of(sent, CMD_FLUSH).size(), "the 17th asks for the journal's FLUSH");
+        Request flush = of(sent, CMD_FLUSH).get(0);
+        of(sent, CMD_WRITE).forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
+        assertTrue(journal.isComplete());
+        f.reply(simpleReply(0, flush.handle(), null));
+        List<Request> next = f.sent();
+        for (int round = 0; round < 20 && !next.isEmpty(); round++) {
+            next.forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
+            next = f.sent();
+        }
+        writes.forEach(w -> assertTrue(w.isDone() && !w.isCompletedExceptionally()));
+        assertTrue(journal.isComplete(), "it never overflowed");
         f.session.disconnect();
         f.finishWithoutLeaks();
     }
