@@ -2,6 +2,10 @@ package org.nbdroot.client.cli;
 
 import java.io.PrintStream;
 import java.io.PrintWriter;
+import java.util.Arrays;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
 import java.util.concurrent.CompletionException;
 import java.util.concurrent.ExecutionException;
 import org.nbdroot.proto.NbdException;
@@ -16,10 +20,7 @@ import picocli.CommandLine.Command;
                 "",
                 "  nbd-client [options] HOST [PORT] [DEVICE]",
                 "  nbd-client [options] URI [DEVICE]",
-                ""},
-        subcommands = {ListCommand.class, InfoCommand.class, BenchCommand.class, RescueCommand.class,
-                DestroyCommand.class, ListDevicesCommand.class, ResizeCommand.class, StatsCommand.class,
-                org.nbdroot.reroot.RerootCommand.class})
+                ""})
 public final class NbdClientCommand implements java.util.concurrent.Callable<Integer> {
     /** Exit status when the work failed (unreachable server, refused option, protocol violation). */
     public static final int EXIT_FAILURE = 1;
@@ -31,6 +32,11 @@ public final class NbdClientCommand implements java.util.concurrent.Callable<Int
 
     @CommandLine.Mixin
     DeviceOptions device;
+
+    /** The subcommands, in the order help lists them; added by {@link #addSubcommands}. */
+    private static final List<Class<?>> SUBCOMMANDS = List.of(ListCommand.class, InfoCommand.class,
+            BenchCommand.class, RescueCommand.class, DestroyCommand.class, ListDevicesCommand.class,
+            ResizeCommand.class, StatsCommand.class, org.nbdroot.reroot.RerootCommand.class);
 
     private String[] args = new String[0];
 
@@ -54,6 +60,7 @@ public final class NbdClientCommand implements java.util.concurrent.Callable<Int
         NbdClientCommand top = new NbdClientCommand();
         top.args = args.clone();
         CommandLine cli = new CommandLine(top);
+        addSubcommands(cli, args);
         cli.setOut(new PrintWriter(out, true));
         cli.setErr(new PrintWriter(err, true));
         cli.setExitCodeExceptionMapper(e -> EXIT_FAILURE);
@@ -70,6 +77,22 @@ public final class NbdClientCommand implements java.util.concurrent.Callable<Int
             return e instanceof IllegalArgumentException ? EXIT_USAGE : EXIT_FAILURE;
         });
         return cli.execute(args);
+    }
+
+    /**
+     * Adds the subcommands whose names are on the command line, or all of them when help is asked
+     * for. Picocli builds a command's model by reflection over its classes, and building all of
+     * them was a good part of the daemon's start-up; parsing is the same either way, since a
+     * subcommand is only ever chosen by its name.
+     */
+    static void addSubcommands(CommandLine cli, String[] args) {
+        Set<String> words = new HashSet<>(Arrays.asList(args));
+        boolean all = args.length == 0 || words.contains("-h") || words.contains("--help");
+        for (Class<?> command : SUBCOMMANDS) {
+            if (all || words.contains(command.getAnnotation(Command.class).name())) {
+                cli.addSubcommand(command);
+            }
+        }
     }
 
     /** A failure as one line: the engine's own messages are written for users already. */

@@ -19,6 +19,7 @@ import org.nbdroot.client.linuxnbd.LinuxNbdAbi;
 import org.nbdroot.client.linuxnbd.LinuxNbdDevice;
 import org.nbdroot.client.linuxnbd.LinuxNbdOptions;
 import org.nbdroot.client.metrics.DeviceMetrics;
+import org.nbdroot.client.metrics.StartingMetrics;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.session.SessionOptions;
 import org.nbdroot.proto.transport.NbdUri;
@@ -134,11 +135,13 @@ final class ServeCommand {
         if (options.rootStorage) {
             markRootStorage();
         }
-        // Every meter registered and every path reading them run now: after a reroot no class can be loaded.
-        DeviceMetrics metrics = DeviceMetrics.start();
-        SessionOptions sessionOptions = options.connection.sessionOptions(target.uri()).withObserver(metrics);
+        // Every meter registered and every path reading them run before the device takes requests
+        // (after a reroot no class can be loaded), on another thread while the connection opens.
+        StartingMetrics startingMetrics = StartingMetrics.begin();
+        SessionOptions sessionOptions = options.connection.sessionOptions(target.uri()).withObserver(startingMetrics);
         try (Engine engine = new Engine(Math.max(1, sessionOptions.connections()), sessionOptions)) {
             NbdSession session = engine.open(target.uri(), sessionOptions);
+            DeviceMetrics metrics = startingMetrics.await();
             metrics.watch(session);
             ServedDevice device;
             if (linux != null) {

@@ -108,4 +108,20 @@ class CommandLineTest {
         assertEquals(2, badOption.status());
         assertTrue(badOption.err().contains("--rw must be read, write, randread or randwrite"), badOption.err());
     }
+
+    /** Only the subcommands named on a command line are built: help must still list every one. */
+    @Test
+    void helpListsEverySubcommandAndEachRunsByName() {
+        Run help = run("--help");
+        assertEquals(0, help.status(), help.err());
+        for (String name : List.of("list", "info", "bench", "rescue", "destroy", "list-devices", "resize", "stats", "reroot")) {
+            assertTrue(help.out().matches("(?s).*\\n  " + name + " .*"), name + " in " + help.out());
+            Run sub = run(name, "--help");
+            assertEquals(0, sub.status(), name + ": " + sub.err());
+            assertTrue(sub.out().startsWith("Usage: nbd-client " + name), sub.out());
+        }
+        Run serve = run("-f");
+        assertEquals(2, serve.status());
+        assertTrue(serve.err().contains("missing HOST [PORT] [DEVICE], URI [DEVICE] or a command"), serve.err());
+    }
 }
