@@ -24,6 +24,50 @@ public interface ServedDevice {
     /** Flushes and ends the device; with force, even while it is in use. */
     void destroy(boolean force) throws IOException;
 
+    /**
+     * How long a destroy without force waits for the export's FLUSH (30 s; the tests shorten it
+     * with {@code -Dnbd.destroy.flush-wait-seconds}). A server that is down
+     * holds the FLUSH until it is back (the session reconnects); the admin who asked for the
+     * destroy gets an answer instead of a hang, and the device is left as it was.
+     */
+    static java.time.Duration flushBeforeDestroy() {
+        return java.time.Duration.ofSeconds(Long.getLong("nbd.destroy.flush-wait-seconds", 30));
+    }
+
+    /** With force, the FLUSH is tried this long, then the device goes regardless. */
+    java.time.Duration FLUSH_BEFORE_FORCED_DESTROY = java.time.Duration.ofSeconds(2);
+
+    /**
+     * The FLUSH a destroy starts with, when the export takes writes and offers FLUSH. Without
+     * force, a FLUSH that fails or does not complete in {@link #flushBeforeDestroy()} refuses
+     * the destroy (nothing is destroyed, the writes not yet flushed are still kept for the
+     * server); with force it is logged and the destroy goes on.
+     */
+    static void flushBeforeDestroy(ServedDevice device, boolean force) throws IOException {
+        NbdSession session = device.session();
+        if (session.export().readOnly() || !session.export().has(org.nbdroot.proto.wire.TransmissionFlag.SEND_FLUSH)) {
+            return;
+        }
+        java.time.Duration wait = force ? FLUSH_BEFORE_FORCED_DESTROY : flushBeforeDestroy();
+        String failure;
+        try {
+            session.flush().get(wait.toMillis(), TimeUnit.MILLISECONDS);
+            return;
+        } catch (java.util.concurrent.TimeoutException e) {
+            failure = "the server did not answer the FLUSH within " + wait.toSeconds() + " s";
+        } catch (ExecutionException e) {
+            failure = "the FLUSH failed: " + e.getCause().getMessage();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            failure = "interrupted while waiting for the FLUSH";
+        }
+        if (!force) {
+            throw new IOException(device.name() + ": not destroyed: " + failure
+                    + "; writes not yet flushed are kept for the server (destroy -f drops them)");
+        }
+        Logger.getLogger(ServedDevice.class.getName()).warning(device.name() + ": destroying anyway: " + failure);
+    }
+
     /** Waits until the device has ended; returns what made it fail, or null. */
     Throwable awaitTermination() throws InterruptedException;
 

@@ -1,5 +1,6 @@
 package org.nbdroot.client.ggate;
 
+import java.io.IOException;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CountDownLatch;
@@ -7,7 +8,6 @@ import java.util.logging.Logger;
 import org.nbdroot.client.daemon.ServedDevice;
 import org.nbdroot.proto.ExportInfo;
 import org.nbdroot.proto.session.NbdSession;
-import org.nbdroot.proto.wire.TransmissionFlag;
 
 /**
  * A GEOM Gate unit served from an NBD session: creates the unit (or takes over one whose
@@ -163,14 +163,8 @@ public final class GgateDevice implements ServedDevice, AutoCloseable {
      * while the device is open; with force, requests still queued fail with ENXIO.
      */
     @Override
-    public void destroy(boolean force) throws GgateException {
-        if (session.export().has(TransmissionFlag.SEND_FLUSH) && !session.export().readOnly()) {
-            try {
-                session.flush().get();
-            } catch (Exception e) {
-                LOG.warning(name() + ": flush before destroy failed: " + e.getMessage());
-            }
-        }
+    public void destroy(boolean force) throws IOException {
+        ServedDevice.flushBeforeDestroy(this, force);
         stopping = true;
         try (GgateControl control = GgateControl.open()) {
             control.destroy(unit, force);
@@ -185,7 +179,7 @@ public final class GgateDevice implements ServedDevice, AutoCloseable {
     }
 
     @Override
-    public void close() throws GgateException {
+    public void close() throws IOException {
         destroy(true);
     }
 }

@@ -11,7 +11,6 @@ import org.nbdroot.client.daemon.ServedDevice;
 import org.nbdroot.proto.ExportInfo;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.transport.Transport;
-import org.nbdroot.proto.wire.TransmissionFlag;
 
 /**
  * A Linux NBD device ({@code /dev/nbdN}) with the daemon in its data path: the kernel gets
@@ -421,20 +420,8 @@ public final class LinuxNbdDevice implements ServedDevice {
                 }
             }
         }
-        if (writable && session.export().has(TransmissionFlag.SEND_FLUSH)) {
-            try {
-                var flush = session.flush();
-                if (force) {
-                    flush.get(2, TimeUnit.SECONDS);
-                } else {
-                    flush.get();
-                }
-            } catch (Exception e) {
-                if (!force) {
-                    throw new LinuxNbdException(name() + ": flush before destroy failed: " + e.getMessage());
-                }
-                LOG.warning(name() + ": flush before destroy failed: " + e);
-            }
+        if (writable) {
+            ServedDevice.flushBeforeDestroy(this, force);
         }
         stopping = true;
         if (netlink != null) {

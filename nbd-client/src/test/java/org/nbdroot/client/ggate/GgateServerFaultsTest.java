@@ -130,4 +130,39 @@ class GgateServerFaultsTest {
             assertEquals(List.of(), server.violations());
         }
     }
+
+    /** A destroy while the server is down: an answer, not a hang; with force, the device goes. */
+    @Test
+    void aDestroyWhileTheServerIsDownAnswersInsteadOfHanging() throws Exception {
+        System.setProperty("nbd.destroy.flush-wait-seconds", "3");
+        try {
+            NbdSession session;
+            GgateDevice device;
+            try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).start()) {
+                SessionOptions options = SessionOptions.DEFAULT.withReconnect(
+                        new ReconnectPolicy(Duration.ofMillis(20), Duration.ofMillis(200), 0));
+                session = NbdSession.connect(new NbdConnector(transport, Duration.ofSeconds(5)),
+                        NbdUri.parse(server.uri()), options).get(10, TimeUnit.SECONDS);
+                device = GgateDevice.create(session,
+                        new GgateOptions(GgateAbi.UNIT_AUTO, 0, GgateOptions.DEFAULT_QUEUE_SIZE, 0, false, 4), server.uri());
+                assertTrue(kernel.awaitBio(kernel.queueWrite(device.unit(), 0, new byte[4096]), WAIT).ok());
+            } // the server is gone; the session tries to reconnect for ever
+            long t0 = System.nanoTime();
+            java.io.IOException refused = org.junit.jupiter.api.Assertions.assertThrows(java.io.IOException.class,
+                    () -> device.destroy(false));
+            long waited = (System.nanoTime() - t0) / 1_000_000;
+            assertTrue(waited >= 2_900 && waited < 10_000, "waited " + waited + " ms");
+            assertTrue(refused.getMessage().contains("not destroyed: the server did not answer the FLUSH within 3 s")
+                    && refused.getMessage().contains("destroy -f"), refused.getMessage());
+            assertEquals(1, session.unflushedBytes() > 0 ? 1 : 0, "the write is still kept for the server");
+
+            t0 = System.nanoTime();
+            device.destroy(true);
+            assertNull(device.awaitTermination());
+            waited = (System.nanoTime() - t0) / 1_000_000;
+            assertTrue(waited < 8_000, "a forced destroy waits 2 s for the FLUSH at most: " + waited + " ms");
+        } finally {
+            System.clearProperty("nbd.destroy.flush-wait-seconds");
+        }
+    }
 }
