@@ -91,7 +91,7 @@ final class AbstractSocket implements AutoCloseable {
     static String request(String device, String request) throws IOException {
         try (UnixSocketChannel channel = UnixSocketChannel.open(address(device))) {
             channel.write(ByteBuffer.wrap((request + "\n").getBytes(StandardCharsets.UTF_8)));
-            return ControlServer.readReply(channel).strip();
+            return ControlClient.readReplyWithin(channel, device);
         }
     }
 

@@ -8,8 +8,10 @@ import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 import java.util.TreeSet;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.stream.Stream;
 
 /**
@@ -20,6 +22,15 @@ import java.util.stream.Stream;
 public final class ControlClient {
     private ControlClient() {}
 
+    /**
+     * How long a daemon may take to answer. The slowest request, a destroy, waits 30 s at most
+     * for the export's FLUSH; a daemon that takes longer is stopped or wedged, and the command
+     * says so rather than hang with it.
+     */
+    static Duration replyTimeout() {
+        return Duration.ofSeconds(Long.getLong("nbd.control.reply-timeout-seconds", 90));
+    }
+
     public static String request(Path socket, String request) throws IOException {
         if (Files.notExists(socket) && AbstractSocket.supported()) {
             return AbstractSocket.request(ControlServer.deviceOf(socket), request);
@@ -27,7 +38,47 @@ public final class ControlClient {
         try (SocketChannel channel = SocketChannel.open(StandardProtocolFamily.UNIX)) {
             channel.connect(UnixDomainSocketAddress.of(socket));
             channel.write(ByteBuffer.wrap((request + "\n").getBytes(StandardCharsets.UTF_8)));
-            return ControlServer.readReply(channel).strip();
+            return readReplyWithin(channel, ControlServer.deviceOf(socket));
+        }
+    }
+
+    /**
+     * Reads a reply to its end, or gives up after {@link #replyTimeout()} (90 s; the tests shorten it): a watchdog shuts the
+     * channel's input, which ends a blocked read on either kind of channel (a close from another
+     * thread does not wake a read blocked in jnr's native call).
+     */
+    static String readReplyWithin(SocketChannel channel, String device) throws IOException {
+        Duration timeout = replyTimeout();
+        AtomicBoolean answered = new AtomicBoolean();
+        AtomicBoolean timedOut = new AtomicBoolean();
+        Thread watchdog = new Thread(() -> {
+            try {
+                Thread.sleep(timeout.toMillis());
+            } catch (InterruptedException e) {
+                return;
+            }
+            if (!answered.get()) {
+                timedOut.set(true);
+                try {
+                    channel.shutdownInput();
+                } catch (IOException e) {
+                    // closed meanwhile: the read has ended anyway
+                }
+            }
+        }, "control-reply-timeout");
+        watchdog.setDaemon(true);
+        watchdog.start();
+        try {
+            String reply = ControlServer.readReply(channel).strip();
+            answered.set(true);
+            if (timedOut.get()) {
+                throw new IOException("the daemon of " + device + " did not answer within " + timeout.toSeconds()
+                        + " s (is it stopped? kill -CONT it, or see its log)");
+            }
+            return reply;
+        } finally {
+            answered.set(true);
+            watchdog.interrupt();
         }
     }
 

@@ -75,6 +75,36 @@ class ControlServerTest {
         }
     }
 
+    /** A daemon that takes the request and never answers (stopped, wedged): the command says so, on both sockets. */
+    @Test
+    void aDaemonThatNeverAnswersIsGivenUpOn() throws Exception {
+        String name = device("mute");
+        Path socket = RunDirectory.socketFor(name);
+        java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+        System.setProperty("nbd.control.reply-timeout-seconds", "1");
+        try (ControlServer server = ControlServer.start(socket, request -> {
+            release.await();
+            return "ok late";
+        })) {
+            for (int round = 0; round < (AbstractSocket.supported() ? 2 : 1); round++) {
+                if (round == 1) {
+                    awaitAbstractAddress(name);
+                    Files.delete(socket); // through the abstract address (jnr's channel)
+                }
+                long t0 = System.nanoTime();
+                IOException e = org.junit.jupiter.api.Assertions.assertThrows(IOException.class,
+                        () -> ControlClient.request(socket, "status"));
+                long waited = (System.nanoTime() - t0) / 1_000_000;
+                assertEquals("the daemon of " + name + " did not answer within 1 s (is it stopped? kill -CONT it, "
+                        + "or see its log)", e.getMessage());
+                assertTrue(waited >= 900 && waited < 5_000, "round " + round + ": waited " + waited + " ms");
+            }
+        } finally {
+            System.clearProperty("nbd.control.reply-timeout-seconds");
+            release.countDown();
+        }
+    }
+
     @Test
     @EnabledOnOs(OS.LINUX)
     void withItsSocketFileAndRunDirectoryGoneTheDaemonStillAnswersOnLinux() throws IOException {
