@@ -8,10 +8,11 @@ package org.nbdroot.client.ggate;
  * @param queueSize  requests the kernel queues before failing new ones with ENOMEM (gctl_maxcount; 0: no limit)
  * @param timeout    seconds after which the kernel fails a request on its own; 0: never, right for a root disk
  * @param readOnly   make a read-only device even if the export is writable
- * @param workers    threads taking requests from the kernel: the most requests outstanding at once
+ * @param workers    threads waiting in START for the kernel's requests; each goes back to START as soon as it has
+ *                   sent one, so the requests outstanding are bounded by the kernel's queue, not by this
  */
 public record GgateOptions(int unit, int sectorSize, int queueSize, int timeout, boolean readOnly, int workers) {
-    public static final int DEFAULT_WORKERS = 32;
+    public static final int DEFAULT_WORKERS = 2;
     public static final int DEFAULT_QUEUE_SIZE = 1024;
 
     public GgateOptions {
