@@ -12,8 +12,8 @@ import java.util.logging.Logger;
 import org.nbdroot.client.daemon.ServedDevice;
 import org.nbdroot.proto.ExportInfo;
 import org.nbdroot.proto.NbdServerErrorException;
-import org.nbdroot.proto.wire.NbdError;
 import org.nbdroot.proto.session.NbdSession;
+import org.nbdroot.proto.wire.NbdError;
 import org.nbdroot.proto.wire.TransmissionFlag;
 
 /**
@@ -168,7 +168,8 @@ public final class GgateDevice implements ServedDevice, AutoCloseable {
     }
 
     void requestTaken() {
-        live.incrementAndGet(); // only a START thread takes one, itself live: this count is never 0 before
+        // Taken by a START thread (or the warm-up, before any starts): the count holds it, never 0 here.
+        live.incrementAndGet();
     }
 
     void requestAnswered() {
