@@ -21,13 +21,14 @@
 #                               [--rows LIST] [--workers N] [--null]
 #   LIST: comma-separated from randread4k (4 KiB random reads, 32 outstanding) and
 #         read1m (1 MiB sequential reads, 8 outstanding); default both
-#   --workers: the daemon's (and the null daemon's) worker threads, default 32
+#   --workers: the daemon's START threads (default: the daemon's own); the null daemon always
+#         has 32 workers (each serves its request synchronously: one per request outstanding)
 # Needs: a built image (mvn -q -DskipTests package), nbdkit, gcc, make, python3.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 client="$here/nbd-client/target/image/bin/nbd-client"
 emu_src="$here/nbd-client/src/test/c/ggate-emu"
-rounds=3 runtime=10 ramp=2 size=1G rows=randread4k,read1m workers=32 null=0
+rounds=3 runtime=10 ramp=2 size=1G rows=randread4k,read1m workers= null=0
 fail() { echo "ggate-compare.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
     *) echo "ggate-compare.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
-for n in "$rounds" "$runtime" "$workers"; do
+for n in "$rounds" "$runtime" ${workers:+"$workers"}; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "ggate-compare.sh: '$n' is not a positive whole number" >&2; exit 2; }
 done
 [[ "$ramp" =~ ^[0-9]+$ ]] || { echo "ggate-compare.sh: --ramp takes whole seconds, not '$ramp'" >&2; exit 2; }
@@ -123,13 +124,13 @@ grep -q '^ready' "$work/kernel.out" || fail_log "$work/kernel.log" "ggate-kernel
 # The daemon, in the foreground (-f) as a child of this script.
 mkdir -p "$work/run"
 daemon_opts="${JAVA_OPTS:-} -Dnbd.ggate.libc=$lib -Dnbd.ggate.ctl=$sock -Dnbd.rundir=$work/run"
-JAVA_OPTS="$daemon_opts" "$client" -f --workers "$workers" "$uri" ggate0 >"$work/daemon.out" 2>"$work/daemon.log" 3>&- &
+JAVA_OPTS="$daemon_opts" "$client" -f ${workers:+--workers "$workers"} "$uri" ggate0 >"$work/daemon.out" 2>"$work/daemon.log" 3>&- &
 daemon_pid=$!
 for _ in $(seq 300); do grep -qx ggate0 "$work/daemon.out" && break; alive "$daemon_pid" || break; sleep 0.1; done
 grep -qx ggate0 "$work/daemon.out" || fail_log "$work/daemon.log" "the daemon did not serve ggate0"
 
 if [ "$null" = 1 ]; then
-  "$work/ggate-load" serve -w "$workers" "$lib" "$sock" 1 "$bytes" >"$work/null.out" 2>"$work/null.log" 3>&- &
+  "$work/ggate-load" serve -w 32 "$lib" "$sock" 1 "$bytes" >"$work/null.out" 2>"$work/null.log" 3>&- &
   null_pid=$!
   for _ in $(seq 100); do grep -qx ggate1 "$work/null.out" && break; alive "$null_pid" || break; sleep 0.05; done
   grep -qx ggate1 "$work/null.out" || fail_log "$work/null.log" "the null daemon did not serve ggate1"
@@ -243,7 +244,7 @@ value() { # metric iops bps
   if [ "$1" = iops ]; then echo "$2"; else python3 -c "print($3/1e6)"; fi
 }
 
-echo "ggate path: RUN_LOAD -> ggate-kernel -> libggate-emu.so -> daemon (--workers $workers) -> nbdkit; engine: nbd-client bench -> nbdkit"
+echo "ggate path: RUN_LOAD -> ggate-kernel -> libggate-emu.so -> daemon (--workers ${workers:-default}) -> nbdkit; engine: nbd-client bench -> nbdkit"
 echo "$rounds rounds of ${runtime} s after a ${ramp} s ramp; $(nproc) CPUs; figures are medians"
 if [ "$null" = 1 ]; then
   printf '%-12s %-6s %12s %12s %12s %12s\n' row metric ggate engine ggate/engine null-daemon

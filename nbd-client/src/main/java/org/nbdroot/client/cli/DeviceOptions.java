@@ -51,7 +51,7 @@ final class DeviceOptions {
     String mode;
 
     @Option(names = "--workers", paramLabel = "N", defaultValue = "" + GgateOptions.DEFAULT_WORKERS,
-            description = "Worker threads, the most requests served at once; default ${DEFAULT-VALUE} (GEOM Gate only).")
+            description = "Threads taking requests from the kernel (each sends one and takes the next; the replies complete them); default ${DEFAULT-VALUE} (GEOM Gate only).")
     int workers;
 
     @Mixin

@@ -1,17 +1,27 @@
 package org.nbdroot.client.ggate;
 
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.CompositeByteBuf;
+import io.netty.buffer.PooledByteBufAllocator;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.logging.Logger;
 import org.nbdroot.client.daemon.ServedDevice;
 import org.nbdroot.proto.ExportInfo;
+import org.nbdroot.proto.NbdServerErrorException;
 import org.nbdroot.proto.session.NbdSession;
+import org.nbdroot.proto.wire.NbdError;
 
 /**
  * A GEOM Gate unit served from an NBD session: creates the unit (or takes over one whose
  * daemon died), runs the workers, and resizes or destroys it.
+ *
+ * <p>It has ended once every START thread has stopped and every request they took has been
+ * answered with DONE (or the unit is gone): {@code live} counts both.
  */
 public final class GgateDevice implements ServedDevice, AutoCloseable {
     private static final Logger LOG = Logger.getLogger(GgateDevice.class.getName());
@@ -21,8 +31,10 @@ public final class GgateDevice implements ServedDevice, AutoCloseable {
     private final int unit;
     private volatile long mediaSize;
     private final int sectorSize;
-    private final CountDownLatch workersDone;
+    private final AtomicInteger live;
+    private final CountDownLatch terminated = new CountDownLatch(1);
     private final List<Thread> threads = new ArrayList<>();
+    private GgateDone done;
     private volatile boolean stopping;
     private volatile Throwable workerFailure;
 
@@ -32,7 +44,7 @@ public final class GgateDevice implements ServedDevice, AutoCloseable {
         this.unit = unit;
         this.mediaSize = mediaSize;
         this.sectorSize = sectorSize;
-        this.workersDone = new CountDownLatch(options.workers());
+        this.live = new AtomicInteger(options.workers());
     }
 
     /** The sector size for an export: as asked, else 512 or the export's minimum block if larger. */
@@ -84,6 +96,8 @@ public final class GgateDevice implements ServedDevice, AutoCloseable {
     }
 
     private void startWorkers() throws GgateException {
+        done = new GgateDone(GgateControl.open(), unit);
+        warmUp();
         for (int i = 0; i < options.workers(); i++) {
             GgateControl control = GgateControl.open();
             Thread t = new Thread(new GgateWorker(this, control, session), name() + "-worker-" + i);
@@ -91,6 +105,35 @@ public final class GgateDevice implements ServedDevice, AutoCloseable {
             threads.add(t);
         }
         threads.forEach(Thread::start);
+    }
+
+    /**
+     * Runs each way a reply completes once, as DONEs for a sequence number no bio has (the
+     * kernel ignores them): after a reroot no class can be loaded any more, so the completion
+     * path must not load its classes at the first real reply.
+     */
+    private void warmUp() {
+        ByteBuf direct = PooledByteBufAllocator.DEFAULT.directBuffer(512, 512).writeZero(512);
+        CompositeByteBuf pieces = PooledByteBufAllocator.DEFAULT.compositeDirectBuffer(2)
+                .addComponent(true, PooledByteBufAllocator.DEFAULT.directBuffer(256).writeZero(256))
+                .addComponent(true, PooledByteBufAllocator.DEFAULT.directBuffer(256).writeZero(256));
+        CompletableFuture<Object> later = new CompletableFuture<>();
+        later.whenComplete(warmUpRequest(GgateAbi.BIO_READ, null)); // zero-copy, completed after whenComplete
+        later.complete(direct);
+        CompletableFuture.completedFuture((Object) pieces).whenComplete(warmUpRequest(GgateAbi.BIO_READ, null)); // copied
+        ByteBuf written = PooledByteBufAllocator.DEFAULT.directBuffer(512, 512);
+        // A server's error: its errno mapping (an enum switch) loads a class of its own.
+        CompletableFuture.failedFuture(new NbdServerErrorException(NbdError.EIO.code(), "warm-up", null))
+                .whenComplete(warmUpRequest(GgateAbi.BIO_WRITE, written));
+    }
+
+    private GgateRequest warmUpRequest(int command, ByteBuf payload) {
+        return new GgateRequest(this, GgateRequest.WARM_UP_SEQ, command, 0, 512, payload, 0);
+    }
+
+    /** The DONE of every request of this unit. */
+    GgateDone doneCall() {
+        return done;
     }
 
     public int unit() {
@@ -121,13 +164,69 @@ public final class GgateDevice implements ServedDevice, AutoCloseable {
     }
 
     void workerExited() {
-        workersDone.countDown();
+        release();
     }
 
-    /** Waits until every worker has stopped (the unit was destroyed); returns a worker's failure, if any. */
+    /**
+     * The READ and WRITE bytes outstanding (taken with START, not yet answered) at most: the
+     * START threads no longer wait for replies, and the kernel's queue alone (1024 bios by
+     * default, each up to 1 MiB) could hold more than a small JVM's direct memory. The 32
+     * workers of before held at most this much too. One request larger than it goes alone.
+     */
+    static final long MAX_OUTSTANDING_BYTES = 32L << 20;
+    private long outstandingBytes; // guarded by this
+
+    /** Waits until {@code bytes} more fit among the bytes outstanding, and counts them. */
+    synchronized void reserve(long bytes) {
+        boolean interrupted = false;
+        while (outstandingBytes > 0 && outstandingBytes + bytes > MAX_OUTSTANDING_BYTES) {
+            try {
+                wait();
+            } catch (InterruptedException e) {
+                interrupted = true; // the bio is taken: it must be served and answered all the same
+            }
+        }
+        outstandingBytes += bytes;
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /** An answered request's reservation. */
+    synchronized void unreserve(long bytes) {
+        if (bytes > 0) {
+            outstandingBytes -= bytes;
+            notifyAll();
+        }
+    }
+
+    synchronized long outstandingBytes() {
+        return outstandingBytes;
+    }
+
+    void requestTaken() {
+        // Taken by a START thread (or the warm-up, before any starts): the count holds it, never 0 here.
+        live.incrementAndGet();
+    }
+
+    void requestAnswered() {
+        release();
+    }
+
+    private void release() {
+        if (live.decrementAndGet() == 0) {
+            done.close(); // no START thread left to take a request, and none left to answer
+            terminated.countDown();
+        }
+    }
+
+    /**
+     * Waits until every worker has stopped (the unit was destroyed) and every request taken was
+     * answered; returns a worker's failure, if any.
+     */
     @Override
     public Throwable awaitTermination() throws InterruptedException {
-        workersDone.await();
+        terminated.await();
         return workerFailure;
     }
 

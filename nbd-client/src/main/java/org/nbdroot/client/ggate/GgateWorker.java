@@ -2,7 +2,6 @@ package org.nbdroot.client.ggate;
 
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.PooledByteBufAllocator;
-import java.util.concurrent.CompletableFuture;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 import jnr.constants.platform.Errno;
@@ -10,10 +9,12 @@ import jnr.ffi.Pointer;
 import org.nbdroot.proto.session.NbdSession;
 
 /**
- * One worker of a GEOM Gate unit: takes a request from the kernel (START), serves it through
- * the NBD session, and hands the result back (DONE), over and over. Each worker has its own
- * control descriptor, ioctl struct and payload buffer; the buffer grows when the kernel asks
- * for a longer one (START answering ENOMEM with the length it needs).
+ * One START thread of a GEOM Gate unit: takes a request from the kernel (START), sends it to
+ * the NBD session and goes straight back to START; the reply's completion answers the kernel
+ * ({@link GgateRequest}), as ggatec's sender and receiver threads share the work. Each START
+ * thread has its own control descriptor and ioctl struct, and a payload buffer the kernel
+ * copies a WRITE's data into; it grows when the kernel asks for a longer one (START
+ * answering ENOMEM with the length it needs).
  */
 final class GgateWorker implements Runnable {
     private static final Logger LOG = Logger.getLogger(GgateWorker.class.getName());
@@ -23,6 +24,7 @@ final class GgateWorker implements Runnable {
     private final GgateControl control;
     private final NbdSession session;
     private final Pointer io;
+    private int bufferSize = INITIAL_BUFFER;
     private ByteBuf buffer;
 
     GgateWorker(GgateDevice device, GgateControl control, NbdSession session) {
@@ -30,27 +32,31 @@ final class GgateWorker implements Runnable {
         this.control = control;
         this.session = session;
         this.io = control.struct(GgateAbi.IO_SIZE);
-        this.buffer = PooledByteBufAllocator.DEFAULT.directBuffer(INITIAL_BUFFER, INITIAL_BUFFER);
     }
 
     @Override
     public void run() {
         try {
-            while (takeAndServe()) {
+            while (takeAndSubmit()) {
                 // one request per turn
             }
         } catch (RuntimeException | Error e) {
             LOG.log(Level.SEVERE, device.name() + ": worker failed", e);
             device.workerFailed(e);
         } finally {
-            buffer.release();
+            if (buffer != null) {
+                buffer.release();
+            }
             control.close();
             device.workerExited();
         }
     }
 
-    /** One START, serve, DONE; false when the unit is going away. */
-    private boolean takeAndServe() {
+    /** One START, and the request sent on its way; false when the unit is going away. */
+    private boolean takeAndSubmit() {
+        if (buffer == null) {
+            buffer = allocate(bufferSize);
+        }
         io.putInt(GgateAbi.Io.UNIT, device.unit());
         io.putLong(GgateAbi.Io.DATA, buffer.memoryAddress());
         io.putLong(GgateAbi.Io.LENGTH, buffer.capacity());
@@ -78,69 +84,43 @@ final class GgateWorker implements Runnable {
             return !device.stopping();
         }
         int command = io.getInt(GgateAbi.Io.CMD);
-        long offset = io.getLong(GgateAbi.Io.OFFSET);
         long length = io.getLong(GgateAbi.Io.LENGTH);
-        int result = serve(command, offset, length);
-        io.putInt(GgateAbi.Io.ERROR, result);
-        io.putLong(GgateAbi.Io.DATA, buffer.memoryAddress()); // a READ may have grown the buffer
-        errno = control.ioctl(GgateAbi.CMD_DONE, io);
-        if (errno != 0) {
-            LOG.warning(device.name() + ": G_GATE_CMD_DONE failed: " + GgateException.describe(errno));
-            return errno != Errno.ENOENT.intValue() && errno != Errno.ENXIO.intValue();
-        }
+        // Its data (a WRITE's copy, a READ's reply) counts until the DONE; over the bound, this waits.
+        long reserved = command == GgateAbi.BIO_READ || command == GgateAbi.BIO_WRITE ? length : 0;
+        device.reserve(reserved);
+        ByteBuf payload = command == GgateAbi.BIO_WRITE ? takePayload((int) length) : null;
+        new GgateRequest(device, io.getLong(GgateAbi.Io.SEQ), command, io.getLong(GgateAbi.Io.OFFSET), length, payload,
+                reserved).submit(session);
         return true;
     }
 
-    /** Serves one kernel request; returns the errno it completes with. */
-    private int serve(int command, long offset, long length) {
-        if (length > Integer.MAX_VALUE) {
-            return Errno.EINVAL.intValue();
+    /**
+     * The WRITE's data, for the request to keep until its DONE. A write that fills most of the
+     * buffer takes it (the next START gets a fresh one); a small one is copied into a buffer of
+     * its own size, so that many small writes outstanding hold only about their own bytes.
+     */
+    private ByteBuf takePayload(int length) {
+        if (length >= buffer.capacity() / 2) {
+            ByteBuf taken = buffer;
+            buffer = null;
+            return taken;
         }
-        int len = (int) length;
-        try {
-            switch (command) {
-                case GgateAbi.BIO_READ -> {
-                    if (len > buffer.capacity()) {
-                        grow(len);
-                    }
-                    ByteBuf data = await(session.read(offset, len));
-                    try {
-                        buffer.setBytes(0, data, data.readerIndex(), len);
-                    } finally {
-                        data.release();
-                    }
-                }
-                // The next request is read into the same buffer: the session copies what it keeps.
-                case GgateAbi.BIO_WRITE -> await(session.writeBorrowed(offset, buffer.retainedSlice(0, len), false));
-                case GgateAbi.BIO_DELETE -> await(session.trim(offset, len, false));
-                case GgateAbi.BIO_FLUSH -> await(session.flush());
-                default -> {
-                    return Errno.EOPNOTSUPP.intValue();
-                }
-            }
-            return 0;
-        } catch (Throwable failure) {
-            int errno = ErrnoMapping.toErrno(failure);
-            LOG.warning(device.name() + ": " + bioName(command) + " of " + len + " bytes at " + offset + " failed: "
-                    + failure.getMessage());
-            return errno;
-        }
-    }
-
-    private static <T> T await(CompletableFuture<T> future) throws Throwable {
-        try {
-            return future.get();
-        } catch (java.util.concurrent.ExecutionException e) {
-            throw e.getCause();
-        }
+        ByteBuf own = allocate(length);
+        own.writeBytes(buffer, 0, length);
+        return own;
     }
 
     private void grow(long needed) {
         if (needed > Integer.MAX_VALUE - 8) {
             throw new IllegalStateException("the kernel asked for a " + needed + "-byte buffer");
         }
+        bufferSize = (int) needed;
         buffer.release();
-        buffer = PooledByteBufAllocator.DEFAULT.directBuffer((int) needed, (int) needed);
+        buffer = null;
+    }
+
+    private static ByteBuf allocate(int size) {
+        return PooledByteBufAllocator.DEFAULT.directBuffer(size, size);
     }
 
     static String bioName(int command) {
