@@ -76,7 +76,17 @@ public final class GgateDevice implements ServedDevice, AutoCloseable {
             unit = control.create(options.unit(), size, sector, flags, options.queueSize(), options.timeout(), info);
         }
         GgateDevice device = new GgateDevice(session, options, unit, size, sector);
-        device.startWorkers();
+        try {
+            device.startWorkers();
+        } catch (GgateException | RuntimeException e) {
+            // A unit nobody serves would hold its requests for ever: it goes with the failure.
+            try (GgateControl control = GgateControl.open()) {
+                control.destroy(unit, true);
+            } catch (GgateException | RuntimeException cleanup) {
+                e.addSuppressed(cleanup);
+            }
+            throw e;
+        }
         return device;
     }
 
@@ -95,12 +105,21 @@ public final class GgateDevice implements ServedDevice, AutoCloseable {
         return device;
     }
 
+    /** Opens every descriptor first: if one cannot be opened, those already open are closed and nothing runs. */
     private void startWorkers() throws GgateException {
-        done = new GgateDone(GgateControl.open(), unit);
+        List<GgateControl> opened = new ArrayList<>();
+        try {
+            for (int i = 0; i <= options.workers(); i++) {
+                opened.add(GgateControl.open());
+            }
+        } catch (GgateException | RuntimeException e) {
+            opened.forEach(GgateControl::close);
+            throw e;
+        }
+        done = new GgateDone(opened.get(0), unit);
         warmUp();
         for (int i = 0; i < options.workers(); i++) {
-            GgateControl control = GgateControl.open();
-            Thread t = new Thread(new GgateWorker(this, control, session), name() + "-worker-" + i);
+            Thread t = new Thread(new GgateWorker(this, opened.get(i + 1), session), name() + "-worker-" + i);
             t.setDaemon(true);
             threads.add(t);
         }
