@@ -193,34 +193,41 @@ public final class GgateDevice implements ServedDevice, AutoCloseable {
      * workers of before held at most this much too. One request larger than it goes alone.
      */
     static final long MAX_OUTSTANDING_BYTES = 32L << 20;
-    private long outstandingBytes; // guarded by this
+    private final Object outstandingLock = new Object(); // not the device's own: resize holds that across an ioctl
+    private long outstandingBytes; // guarded by outstandingLock
 
     /** Waits until {@code bytes} more fit among the bytes outstanding, and counts them. */
-    synchronized void reserve(long bytes) {
+    void reserve(long bytes) {
         boolean interrupted = false;
-        while (outstandingBytes > 0 && outstandingBytes + bytes > MAX_OUTSTANDING_BYTES) {
-            try {
-                wait();
-            } catch (InterruptedException e) {
-                interrupted = true; // the bio is taken: it must be served and answered all the same
+        synchronized (outstandingLock) {
+            while (outstandingBytes > 0 && outstandingBytes + bytes > MAX_OUTSTANDING_BYTES) {
+                try {
+                    outstandingLock.wait();
+                } catch (InterruptedException e) {
+                    interrupted = true; // the bio is taken: it must be served and answered all the same
+                }
             }
+            outstandingBytes += bytes;
         }
-        outstandingBytes += bytes;
         if (interrupted) {
             Thread.currentThread().interrupt();
         }
     }
 
     /** An answered request's reservation. */
-    synchronized void unreserve(long bytes) {
+    void unreserve(long bytes) {
         if (bytes > 0) {
-            outstandingBytes -= bytes;
-            notifyAll();
+            synchronized (outstandingLock) {
+                outstandingBytes -= bytes;
+                outstandingLock.notifyAll();
+            }
         }
     }
 
-    synchronized long outstandingBytes() {
-        return outstandingBytes;
+    long outstandingBytes() {
+        synchronized (outstandingLock) {
+            return outstandingBytes;
+        }
     }
 
     void requestTaken() {
