@@ -49,16 +49,15 @@ public final class ControlClient {
      */
     static String readReplyWithin(SocketChannel channel, String device) throws IOException {
         Duration timeout = replyTimeout();
-        AtomicBoolean answered = new AtomicBoolean();
-        AtomicBoolean timedOut = new AtomicBoolean();
+        // Whichever comes first, the reply or the deadline, settles it: the other then does nothing.
+        AtomicBoolean settled = new AtomicBoolean();
         Thread watchdog = new Thread(() -> {
             try {
                 Thread.sleep(timeout.toMillis());
             } catch (InterruptedException e) {
                 return;
             }
-            if (!answered.get()) {
-                timedOut.set(true);
+            if (settled.compareAndSet(false, true)) {
                 try {
                     channel.shutdownInput();
                 } catch (IOException e) {
@@ -70,14 +69,13 @@ public final class ControlClient {
         watchdog.start();
         try {
             String reply = ControlServer.readReply(channel).strip();
-            answered.set(true);
-            if (timedOut.get()) {
+            if (!settled.compareAndSet(false, true)) {
                 throw new IOException("the daemon of " + device + " did not answer within " + timeout.toSeconds()
                         + " s (is it stopped? kill -CONT it, or see its log)");
             }
             return reply;
         } finally {
-            answered.set(true);
+            settled.set(true);
             watchdog.interrupt();
         }
     }

@@ -198,6 +198,9 @@ public final class GgateDevice implements ServedDevice, AutoCloseable {
 
     /** Waits until {@code bytes} more fit among the bytes outstanding, and counts them. */
     void reserve(long bytes) {
+        if (bytes == 0) {
+            return; // FLUSH and TRIM carry no data
+        }
         boolean interrupted = false;
         synchronized (outstandingLock) {
             while (outstandingBytes > 0 && outstandingBytes + bytes > MAX_OUTSTANDING_BYTES) {
