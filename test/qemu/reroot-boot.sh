@@ -127,7 +127,7 @@ old_size=$(stat -c %s "$W/root.img")
   touch "$W/out-reroot/server-restarted"
 ) &
 restarter=$!
-boot reroot "nbdroot.0.server=nbds://10.0.2.2:$p/?tls-certificates=/etc/nbdroot/tls nbdroot.root=ext4:/dev/nbd0 nbdroot.timeout=100" 240
+boot reroot "nbdroot.0.server=nbds://10.0.2.2:$p/?tls-certificates=/etc/nbdroot/tls nbdroot.root=ext4:/dev/nbd0 nbdroot.timeout=100" 330
 wait "$restarter" || true
 stop_nbdkit; sleep 0.5
 log=$W/reroot.log
