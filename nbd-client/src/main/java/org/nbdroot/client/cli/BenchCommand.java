@@ -95,7 +95,9 @@ final class BenchCommand implements Callable<Integer> {
         }
         int loops = threads > 0 ? threads : Math.min(options.connections(), Runtime.getRuntime().availableProcessors());
         BenchResult result;
+        String transport;
         try (Engine engine = new Engine(loops, options)) {
+            transport = engine.transport.name();
             NbdSession session = engine.open(target.uri(), options);
             if (meters != null) {
                 meters.watch(session);
@@ -123,13 +125,13 @@ final class BenchCommand implements Callable<Integer> {
         }
         var out = spec.commandLine().getOut();
         if (json) {
-            var o = toJson(result);
+            var o = toJson(result, transport);
             if (meters != null) {
                 o.put("metrics", StatsReport.jsonObject(target.uri().toString(), meters));
             }
             out.println(Json.write(o));
         } else {
-            out.println(toText(result));
+            out.println(toText(result, transport));
             if (meters != null) {
                 out.print(StatsReport.text(meters));
             }
@@ -141,9 +143,10 @@ final class BenchCommand implements Callable<Integer> {
         return result.errors() == 0 ? 0 : NbdClientCommand.EXIT_FAILURE;
     }
 
-    static java.util.Map<String, Object> toJson(BenchResult r) {
+    static java.util.Map<String, Object> toJson(BenchResult r, String transport) {
         var o = Json.object();
         o.put("rw", r.config().workload().displayName());
+        o.put("transport", transport);
         o.put("bs", r.config().blockSize());
         o.put("iodepth", r.config().iodepth());
         o.put("connections", r.connections());
@@ -165,11 +168,11 @@ final class BenchCommand implements Callable<Integer> {
         return o;
     }
 
-    static String toText(BenchResult r) {
+    static String toText(BenchResult r, String transport) {
         BenchConfig c = r.config();
         StringBuilder s = new StringBuilder();
-        s.append(String.format(Locale.ROOT, "%s: bs=%d iodepth=%d connections=%d runtime=%.1fs%n",
-                c.workload().displayName(), c.blockSize(), c.iodepth(), r.connections(), r.seconds()));
+        s.append(String.format(Locale.ROOT, "%s: bs=%d iodepth=%d connections=%d transport=%s runtime=%.1fs%n",
+                c.workload().displayName(), c.blockSize(), c.iodepth(), r.connections(), transport, r.seconds()));
         s.append(String.format(Locale.ROOT, "  iops: %.0f   throughput: %.1f MiB/s (%.1f MB/s)%n",
                 r.iops(), r.bytesPerSecond() / (1 << 20), r.bytesPerSecond() / 1e6));
         s.append(String.format(Locale.ROOT, "  latency (us): p50 %d   p90 %d   p99 %d   p99.9 %d   max %d%n",

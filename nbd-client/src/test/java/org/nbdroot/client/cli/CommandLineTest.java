@@ -73,6 +73,8 @@ class CommandLineTest {
         for (String field : List.of("\"iops\"", "\"bytes_per_second\"", "\"p50_us\"", "\"p99_us\"")) {
             assertTrue(r.out().contains(field), field + " in " + r.out());
         }
+        // The tests run where Netty's epoll transport is: the run says it used it.
+        assertTrue(r.out().contains("\"transport\": \"epoll\""), "the transport it ran on: " + r.out());
     }
 
     @Test
