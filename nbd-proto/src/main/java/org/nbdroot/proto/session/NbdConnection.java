@@ -37,6 +37,7 @@ import org.nbdroot.proto.wire.RequestEncoder;
  * and the channel is closed: nothing is handed up that the server did not properly send.
  */
 public final class NbdConnection extends ChannelInboundHandlerAdapter {
+    static final int SEND_AFTER_REPLY_BYTES = 64 * 1024;
     private final Channel channel;
     private final ExportInfo export;
     private final InFlightTable inFlight;
@@ -48,6 +49,8 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     private volatile Throwable failure;
     private volatile int inFlightEstimate;
     private boolean disconnecting;
+    /** What replies brought in since the queue was last drained (event loop only); see {@link #afterReply}. */
+    private int replyBytesSinceDrain;
 
     /**
      * Takes the requests of a connection that was lost before they were answered, so they can
@@ -167,6 +170,7 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
 
     private void drain() {
         drainScheduled.set(false);
+        replyBytesSinceDrain = 0;
         ByteBuf headers = null;
         boolean wrote = false;
         long now = 0;
@@ -215,8 +219,11 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     @Override
     public void channelRead(ChannelHandlerContext ctx, Object msg) throws Exception {
         if (msg instanceof Reply.Simple simple) {
+            int length = NbdConstants.SIMPLE_REPLY_HEADER_LENGTH + readable(simple.payload());
             onSimpleReply(simple);
+            afterReply(length);
         } else if (msg instanceof Reply.Chunk chunk) {
+            int length = NbdConstants.STRUCTURED_REPLY_HEADER_LENGTH + readable(chunk.payload());
             try {
                 onChunk(chunk);
             } finally {
@@ -224,8 +231,26 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
                     chunk.payload().release();
                 }
             }
+            afterReply(length);
         } else {
             ctx.fireChannelRead(msg);
+        }
+    }
+
+    private static int readable(ByteBuf payload) {
+        return payload == null ? 0 : payload.readableBytes();
+    }
+
+    /**
+     * Sends what the replies read so far made callers submit, once they carried
+     * {@link #SEND_AFTER_REPLY_BYTES}: the queued drain would otherwise wait for the end of the
+     * event loop's read batch, up to 16 socket reads of 1 MiB, while the server runs out of
+     * requests to work on. Small replies still share one flush per 64 KiB.
+     */
+    private void afterReply(int length) {
+        replyBytesSinceDrain += length;
+        if (replyBytesSinceDrain >= SEND_AFTER_REPLY_BYTES && drainScheduled.get()) {
+            drain();
         }
     }
 

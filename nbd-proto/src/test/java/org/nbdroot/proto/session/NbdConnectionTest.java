@@ -98,6 +98,40 @@ class NbdConnectionTest {
         assertTrue(write.succeeded());
     }
 
+    @Test
+    void aRequestSubmittedByACompletionGoesOutOnceRepliesBrought64KiB() {
+        assertEquals(1, outboundWhenTheSecondReplyIsTaken(NbdConnection.SEND_AFTER_REPLY_BYTES),
+                "the next request was sent before the rest of the socket read was taken");
+    }
+
+    @Test
+    void requestsSubmittedBySmallRepliesShareTheFlushAfterTheReadBatch() {
+        assertEquals(0, outboundWhenTheSecondReplyIsTaken(4096), "4.5 KiB of replies do not flush on their own");
+    }
+
+    /**
+     * Two READs answered in one socket read; the first one's completion submits another READ,
+     * as the bench and the bridges do. Returns how many writes had reached the wire when the
+     * second reply was taken, and checks the new READ went out by the end of the read.
+     */
+    private int outboundWhenTheSecondReplyIsTaken(int firstLength) {
+        open(false);
+        Pending next = new Pending();
+        Pending first = submit(Command.READ, 0, firstLength);
+        first.then = () -> submit(new NbdRequest(Command.READ, 0, 0, 512, null, next));
+        Pending second = submit(Command.READ, firstLength, 512);
+        int[] outbound = {-1};
+        second.then = () -> outbound[0] = ch.outboundMessages().size();
+        sent();
+        feed(concat(simpleReply(0, first.request.handle, new byte[firstLength]),
+                simpleReply(0, second.request.handle, new byte[512])));
+
+        assertEquals(1, sent().size(), "the new READ was sent");
+        reply(simpleReply(0, next.request.handle, new byte[512]));
+        List.of(first, second, next).forEach(p -> p.takeData().release());
+        return outbound[0];
+    }
+
     // ---- Matching replies to requests ----
 
     @Test
@@ -507,10 +541,15 @@ class NbdConnectionTest {
     private void reply(byte[]... messages) {
         sent();
         for (byte[] m : messages) {
-            ByteBuf buf = Unpooled.wrappedBuffer(m);
-            fed.add(buf);
-            ch.writeInbound(buf);
+            feed(m);
         }
+    }
+
+    /** Bytes as one socket read, without sending first what was submitted. */
+    private void feed(byte[] bytes) {
+        ByteBuf buf = Unpooled.wrappedBuffer(bytes);
+        fed.add(buf);
+        ch.writeInbound(buf);
     }
 
     private void assertBrokenWith(String messagePart, Pending... outstanding) {
@@ -536,6 +575,8 @@ class NbdConnectionTest {
         Throwable failure;
         ByteBuf data;
         int calls;
+        /** What the caller does next, on the event loop, as the request completes. */
+        Runnable then = () -> { };
 
         @Override
         public void complete(NbdRequest r, Throwable f) {
@@ -545,6 +586,7 @@ class NbdConnectionTest {
                 data = r.data;
                 r.data = null;
             }
+            then.run();
         }
 
         boolean done() {
