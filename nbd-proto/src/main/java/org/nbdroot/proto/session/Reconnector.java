@@ -228,10 +228,11 @@ final class Reconnector implements NbdConnection.LossListener {
     }
 
     /**
-     * How one acknowledged entry is written again: itself; or nothing, with why, when the export
-     * as it is now cannot take it. A WRITE_ZEROES the export no longer offers is written again as
-     * WRITEs of zeroes: skipping it would leave in its range an older write replayed before it,
-     * where the server still held the zeroes.
+     * How one acknowledged entry is written again: itself; its part below the export's new end
+     * when the export shrank across it (skipping it whole would leave an older write over the
+     * same range, replayed before it, over the newer bytes the server still holds); or nothing,
+     * with why, when the export as it is now cannot take it. A WRITE_ZEROES the export no longer
+     * offers is written again as WRITEs of zeroes, for the same reason.
      */
     record Replay(List<WriteJournal.Entry> entries, String problem) {}
 
@@ -239,12 +240,20 @@ final class Reconnector implements NbdConnection.LossListener {
     private static final byte[] ZEROES = new byte[1 << 20];
 
     static Replay replayOf(WriteJournal.Entry e, ExportInfo now) {
-        String problem = e.offset() + e.length() > now.size() ? "the export shrank to " + now.size() + " bytes"
+        String problem = e.offset() >= now.size() ? "the export shrank to " + now.size() + " bytes"
                 : now.readOnly() ? "the export became read-only"
                 : e.command() == Command.TRIM && !now.has(TransmissionFlag.SEND_TRIM) ? "the export no longer offers send_trim"
                 : null;
         if (problem != null) {
             return new Replay(List.of(), problem);
+        }
+        if (e.offset() + e.length() > now.size()) {
+            int kept = (int) (now.size() - e.offset());
+            WriteJournal.Entry below = new WriteJournal.Entry(e.seq(), e.command(), e.flags(), e.offset(), kept,
+                    e.data() == null ? null : e.data().retainedSlice(e.data().readerIndex(), kept));
+            Replay rest = replayOf(below, now);
+            return new Replay(rest.entries(), "the export shrank to " + now.size() + " bytes: only its first "
+                    + kept + " bytes are written again");
         }
         if (e.command() != Command.WRITE_ZEROES || now.has(TransmissionFlag.SEND_WRITE_ZEROES)) {
             return new Replay(List.of(e), null);

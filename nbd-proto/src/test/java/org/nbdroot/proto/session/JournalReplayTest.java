@@ -92,7 +92,7 @@ class JournalReplayTest {
 
     @Test
     void whatTheExportCannotTakeIsNotWrittenAgainAndSaysWhy() {
-        WriteJournal.Entry zero = zeroes(SIZE - 4096, 8192, 0);
+        WriteJournal.Entry zero = zeroes(SIZE, 8192, 0);
         assertEquals(new Reconnector.Replay(List.of(), "the export shrank to " + SIZE + " bytes"),
                 Reconnector.replayOf(zero, export(SIZE, TransmissionFlag.SEND_WRITE_ZEROES)));
         assertEquals(new Reconnector.Replay(List.of(), "the export became read-only"),
@@ -100,5 +100,43 @@ class JournalReplayTest {
         WriteJournal.Entry trim = new WriteJournal.Entry(2, Command.TRIM, 0, 0, 4096, null);
         assertEquals(new Reconnector.Replay(List.of(), "the export no longer offers send_trim"),
                 Reconnector.replayOf(trim, export(SIZE, TransmissionFlag.SEND_WRITE_ZEROES)));
+    }
+
+    /**
+     * A write across the export's new end: its part below the end is written again. Skipped
+     * whole, an older write of the same range (replayed before it) would put older bytes back
+     * over the newer ones the server may still hold there.
+     */
+    @Test
+    void aWriteAcrossTheNewEndIsWrittenAgainUpToIt() {
+        byte[] bytes = new byte[8192];
+        for (int i = 0; i < bytes.length; i++) {
+            bytes[i] = (byte) (i * 7 + 3);
+        }
+        ByteBuf data = Unpooled.wrappedBuffer(bytes);
+        WriteJournal.Entry across = new WriteJournal.Entry(5, Command.WRITE, CommandFlag.FUA, SIZE - 4096, 8192, data);
+        Reconnector.Replay replay = Reconnector.replayOf(across, export(SIZE, TransmissionFlag.SEND_FUA));
+
+        assertEquals("the export shrank to " + SIZE + " bytes: only its first 4096 bytes are written again",
+                replay.problem());
+        assertEquals(1, replay.entries().size());
+        WriteJournal.Entry below = replay.entries().get(0);
+        assertEquals(List.of(5L, Command.WRITE, CommandFlag.FUA, SIZE - 4096, 4096),
+                List.of(below.seq(), below.command(), below.flags(), below.offset(), below.length()));
+        assertEquals(Unpooled.wrappedBuffer(bytes, 0, 4096), below.data(), "the first 4096 bytes of the write");
+        data.release(); // as the replay releases an entry it did not send as it was
+        assertEquals(1, below.data().refCnt(), "the piece keeps the bytes alive on its own");
+        below.data().release();
+        assertEquals(0, data.refCnt());
+    }
+
+    /** A WRITE_ZEROES across the new end, on an export that lost WRITE_ZEROES: zeroes up to the end. */
+    @Test
+    void zeroesAcrossTheNewEndBecomeWritesOfZeroesUpToIt() {
+        Reconnector.Replay replay = Reconnector.replayOf(zeroes(SIZE - 8192, 3 * 8192, 0), export(SIZE));
+        assertEquals(List.of(8192), replay.entries().stream().map(WriteJournal.Entry::length).toList());
+        assertEquals(Command.WRITE, replay.entries().get(0).command());
+        assertEquals(SIZE - 8192, replay.entries().get(0).offset());
+        replay.entries().get(0).data().release();
     }
 }
