@@ -20,6 +20,7 @@ import org.nbdroot.proto.Extent;
 import org.nbdroot.proto.ExportInfo;
 import org.nbdroot.proto.NbdException;
 import org.nbdroot.proto.NbdProtocolException;
+import org.nbdroot.proto.NbdUnsupportedException;
 import org.nbdroot.proto.NbdServerErrorException;
 import org.nbdroot.proto.wire.NbdError;
 import org.nbdroot.proto.wire.Command;
@@ -188,6 +189,13 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
                 } else {
                     fail(request, failure != null ? failure : new NbdException("the connection is being closed"));
                 }
+                continue;
+            }
+            String misfit = ExportFit.problem(request, export, -1);
+            if (misfit != null) {
+                // Checked against the session's export just before a reconnect or refresh brought this one.
+                fail(request, new NbdUnsupportedException(request.describe() + " fails: the export changed before it was sent: "
+                        + misfit));
                 continue;
             }
             long handle = inFlight.add(request);

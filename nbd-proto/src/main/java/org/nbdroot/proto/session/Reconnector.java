@@ -290,7 +290,7 @@ final class Reconnector implements NbdConnection.LossListener {
         }
         List<NbdRequest> sendable = new ArrayList<>(batch.size());
         for (NbdRequest r : batch) {
-            String problem = incompatibility(r, before, now);
+            String problem = ExportFit.problem(r, now, before.size());
             if (problem == null) {
                 sendable.add(r);
             } else {
@@ -299,34 +299,6 @@ final class Reconnector implements NbdConnection.LossListener {
             }
         }
         resend(sendable);
-    }
-
-    /** Why the reconnected export cannot take this request any more, or null. */
-    private static String incompatibility(NbdRequest r, ExportInfo before, ExportInfo now) {
-        if (r.offset + r.length > now.size()) {
-            return "the export shrank from " + before.size() + " to " + now.size() + " bytes";
-        }
-        boolean writes = r.command == Command.WRITE || r.command == Command.TRIM || r.command == Command.WRITE_ZEROES;
-        if (writes && now.readOnly()) {
-            return "the export became read-only";
-        }
-        TransmissionFlag needed = switch (r.command) {
-            case FLUSH -> TransmissionFlag.SEND_FLUSH;
-            case TRIM -> TransmissionFlag.SEND_TRIM;
-            case WRITE_ZEROES -> TransmissionFlag.SEND_WRITE_ZEROES;
-            case CACHE -> TransmissionFlag.SEND_CACHE;
-            default -> null;
-        };
-        if (needed != null && !now.has(needed)) {
-            return "the export no longer offers " + needed.displayName();
-        }
-        if ((r.flags & org.nbdroot.proto.wire.CommandFlag.FUA) != 0 && !now.has(TransmissionFlag.SEND_FUA)) {
-            return "the export no longer offers send_fua";
-        }
-        if (r.command == Command.BLOCK_STATUS && !now.metaContexts().containsKey(r.metaContextId)) {
-            return "the meta context id changed";
-        }
-        return null;
     }
 
     /** Sends requests again: everything but FLUSH at once, each FLUSH once all before it are answered. */

@@ -224,7 +224,7 @@ class ExtendedHeadersConnectionTest {
     // ---- Helpers ----
 
     private static ExportInfo extendedExport() {
-        return new ExportInfo("disk", null, EXPORT_SIZE, 0b1101, new BlockSize(512, 4096, 1 << 20), true, true, true,
+        return new ExportInfo("disk", null, EXPORT_SIZE, 0b101101, new BlockSize(512, 4096, 1 << 20), true, true, true,
                 Map.of(BASE_ALLOCATION_ID, "base:allocation"));
     }
 

@@ -40,6 +40,7 @@ import org.nbdroot.proto.Extent;
 import org.nbdroot.proto.NbdException;
 import org.nbdroot.proto.NbdProtocolException;
 import org.nbdroot.proto.NbdServerErrorException;
+import org.nbdroot.proto.NbdUnsupportedException;
 import org.nbdroot.proto.TrackingAllocator;
 import org.nbdroot.proto.wire.Command;
 import org.nbdroot.proto.wire.NbdError;
@@ -130,6 +131,28 @@ class NbdConnectionTest {
         reply(simpleReply(0, next.request.handle, new byte[512]));
         List.of(first, second, next).forEach(p -> p.takeData().release());
         return outbound[0];
+    }
+
+    /**
+     * A request the session checked against an older description of the export (just before a
+     * reconnect or a refresh brought this connection) is refused here, not sent unchecked.
+     */
+    @Test
+    void aRequestTheConnectionsExportCannotTakeFailsUnsent() {
+        open(false);
+        Pending past = submit(Command.READ, EXPORT_SIZE - 512, 1024);
+        Pending trim = submit(Command.TRIM, 0, 4096);
+        Pending fits = submit(Command.READ, 0, 512);
+        List<Sent> sent = sent();
+
+        assertEquals(List.of(new Sent(0, 0, fits.request.handle, 0, 512)), sent, "only the READ that fits went out");
+        assertInstanceOf(NbdUnsupportedException.class, past.failure);
+        assertEquals("NBD_CMD_READ of 1024 bytes at offset " + (EXPORT_SIZE - 512) + " fails: the export changed before "
+                + "it was sent: the export is now " + EXPORT_SIZE + " bytes", past.failure.getMessage());
+        assertContains(trim.failure.getMessage(), "the export changed before it was sent: the export no longer offers send_trim");
+        reply(simpleReply(0, fits.request.handle, new byte[512]));
+        fits.takeData().release();
+        assertTrue(conn.isUsable(), "refusing them did not end the connection");
     }
 
     // ---- Matching replies to requests ----
