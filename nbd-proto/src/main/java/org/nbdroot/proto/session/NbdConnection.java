@@ -612,7 +612,21 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         Throwable root = cause instanceof io.netty.handler.codec.DecoderException && cause.getCause() != null
                 ? cause.getCause() : cause;
         failEverything(root instanceof NbdException ? root
-                : new NbdException("connection failed: " + root, root));
+                : new NbdException("connection failed: " + describe(root), root));
+    }
+
+    /**
+     * A socket error in words: Netty's native transport says {@code recvAddress(..) failed with
+     * error(-104): Connection reset by peer}; the system's words after the last colon are the
+     * part a reader needs.
+     */
+    static String describe(Throwable error) {
+        String message = error.getMessage();
+        if (error instanceof java.io.IOException && message != null && message.contains("(..) failed")) {
+            String words = message.substring(message.lastIndexOf(": ") + 2);
+            return words.isEmpty() ? message : Character.toLowerCase(words.charAt(0)) + words.substring(1);
+        }
+        return error.toString();
     }
 
     @Override

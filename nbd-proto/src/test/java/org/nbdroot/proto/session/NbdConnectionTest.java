@@ -155,6 +155,17 @@ class NbdConnectionTest {
         assertTrue(conn.isUsable(), "refusing them did not end the connection");
     }
 
+    @Test
+    void aSocketErrorIsDescribedInTheSystemsWords() {
+        open(false);
+        // The message of Netty's NativeIoException (which needs the native library loaded to be made).
+        assertEquals("connection reset by peer", NbdConnection.describe(new java.io.IOException(
+                "recvAddress(..) failed with error(-104): Connection reset by peer")));
+        assertEquals("broken pipe", NbdConnection.describe(
+                new java.io.IOException("sendAddress(..) failed: Broken pipe")));
+        assertEquals("java.io.IOException: disk on fire", NbdConnection.describe(new java.io.IOException("disk on fire")));
+    }
+
     // ---- Matching replies to requests ----
 
     @Test
