@@ -37,6 +37,14 @@ final class Reconnector implements NbdConnection.LossListener {
     /** When each slot's connection was last put back (System.nanoTime()), and at which attempt. */
     private final long[] adoptedAt;
     private final int[] adoptedAtAttempt;
+    /**
+     * Per slot, the backoff step its current outage's first attempt took less the connections in a
+     * row that broke soon after coming back: step minus this is the attempts the outage counts
+     * against {@code maxAttempts}. A quick drop continues the backoff but counts as one attempt,
+     * so a server that drops now and then does not use up the attempts of the outages before.
+     */
+    private final int[] budgetOffset;
+    private final int[] quickDrops;
     private final AtomicLong reconnects = new AtomicLong();
     private volatile Consumer<ExportInfo> growth = e -> { };
     private boolean closed;
@@ -47,6 +55,8 @@ final class Reconnector implements NbdConnection.LossListener {
         this.reconnecting = new boolean[Math.max(1, session.connectionCount())];
         this.adoptedAt = new long[reconnecting.length];
         this.adoptedAtAttempt = new int[reconnecting.length];
+        this.budgetOffset = new int[reconnecting.length];
+        this.quickDrops = new int[reconnecting.length];
     }
 
     long reconnects() {
@@ -88,6 +98,10 @@ final class Reconnector implements NbdConnection.LossListener {
                 boolean soon = adoptedAt[slot] != 0
                         && System.nanoTime() - adoptedAt[slot] < policy.maxDelay().toNanos();
                 first = soon ? adoptedAtAttempt[slot] + 1 : 0;
+                if (start) {
+                    quickDrops[slot] = soon ? quickDrops[slot] + 1 : 0;
+                    budgetOffset[slot] = first - quickDrops[slot];
+                }
             }
         }
         if (closed || slot < 0) {
@@ -102,11 +116,13 @@ final class Reconnector implements NbdConnection.LossListener {
         }
     }
 
+    /** Attempt number {@code attempt} of the backoff (its delay); what it counts against the limit is less after quick drops. */
     private void attempt(int slot, int attempt, Throwable lastError) {
-        if (policy.exhausted(attempt)) {
-            LOG.severe("giving up reconnecting to " + session.uri() + " after " + attempt + " attempts");
+        int counted = attempt - budgetOffset[slot];
+        if (policy.exhausted(counted)) {
+            LOG.severe("giving up reconnecting to " + session.uri() + " after " + counted + " attempts");
             List<NbdRequest> abandoned = takeWaiting();
-            fail(abandoned, new NbdException("gave up reconnecting after " + attempt + " attempts: "
+            fail(abandoned, new NbdException("gave up reconnecting after " + counted + " attempts: "
                     + lastError.getMessage(), lastError));
             return;
         }

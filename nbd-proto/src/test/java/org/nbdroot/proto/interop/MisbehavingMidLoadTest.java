@@ -103,12 +103,12 @@ class MisbehavingMidLoadTest {
         // A server closing with requests unread in its socket resets the connection: the client may
         // see the reset (or a broken pipe on its next write) before, or instead of, the last bytes the
         // server sent.
-        "CLOSE_MID_REPLY                      | true  | server closed the connection; Connection reset by peer; Broken pipe",
-        "CLOSE_MID_REPLY                      | false | server closed the connection; Connection reset by peer; Broken pipe",
+        "CLOSE_MID_REPLY                      | true  | server closed the connection; connection reset by peer; broken pipe",
+        "CLOSE_MID_REPLY                      | false | server closed the connection; connection reset by peer; broken pipe",
         "BAD_REPLY_MAGIC                      | false | bad reply magic",
         "STALL                                | true  | the server stopped answering",
-        "SHUTTING_DOWN                        | true  | NBD_ESHUTDOWN; Connection reset by peer; Broken pipe",
-        "SHUTTING_DOWN                        | false | NBD_ESHUTDOWN; Connection reset by peer; Broken pipe",
+        "SHUTTING_DOWN                        | true  | NBD_ESHUTDOWN; connection reset by peer; broken pipe",
+        "SHUTTING_DOWN                        | false | NBD_ESHUTDOWN; connection reset by peer; broken pipe",
     })
     void theSessionReconnectsAndNothingIsLostOrWrong(Fault fault, boolean structured, String expected) throws Exception {
         reconnectsAndNothingIsLostOrWrong(fault, options(structured), expected);
@@ -118,9 +118,9 @@ class MisbehavingMidLoadTest {
     @CsvSource(delimiter = '|', value = {
         "BAD_REPLY_MAGIC   | bad reply magic",
         "MISSING_DATA      | after sending only",
-        "CLOSE_MID_REPLY   | server closed the connection; Connection reset by peer; Broken pipe",
+        "CLOSE_MID_REPLY   | server closed the connection; connection reset by peer; broken pipe",
         "STALL             | the server stopped answering",
-        "SHUTTING_DOWN     | NBD_ESHUTDOWN; Connection reset by peer; Broken pipe",
+        "SHUTTING_DOWN     | NBD_ESHUTDOWN; connection reset by peer; broken pipe",
     })
     void withTwoConnectionsTheOtherGoesOnAndTheBrokenOneComesBack(Fault fault, String expected) throws Exception {
         reconnectsAndNothingIsLostOrWrong(fault, options(true).withConnections(2), expected);
@@ -248,6 +248,35 @@ class MisbehavingMidLoadTest {
                 Throwable failure = EngineExtension.failureOf(session.read(0, 4096));
                 assertTrue(failure.getMessage().contains("gave up reconnecting after 3 attempts")
                         && failure.getMessage().contains("bad reply magic"), failure.getMessage());
+            } finally {
+                session.close();
+            }
+        }
+    }
+
+    /**
+     * A server that drops now and then, with bounded attempts: an outage that took three attempts,
+     * then a drop soon after, must not count those three again. The quick drop continues the
+     * backoff but counts as one attempt of three.
+     */
+    @org.junit.jupiter.api.Test
+    void withBoundedAttemptsAQuickDropDoesNotCountTheAttemptsOfTheOutageBefore() throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(1 << 20).start()) {
+            NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
+                    options(true).withReconnect(new ReconnectPolicy(Duration.ofMillis(20), Duration.ofSeconds(2), 3)))
+                    .get(10, TimeUnit.SECONDS);
+            try {
+                server.armFault(Fault.CLOSE_MID_REPLY, 1); // the first READ drops the connection
+                server.armFault(Fault.BAD_OPTION_REPLY_MAGIC, 1); // the next two connections fail their handshake
+                server.armFault(Fault.BAD_OPTION_REPLY_MAGIC, 2);
+                session.read(0, 4096).get(10, TimeUnit.SECONDS).release(); // sent again on the 4th connection
+                assertEquals(1, session.reconnects());
+                assertEquals(4, server.connectionCount(), "the first reconnect took three attempts");
+
+                server.armFault(Fault.CLOSE_MID_REPLY, 1); // the next READ: a drop well within 2 s of coming back
+                session.read(4096, 4096).get(10, TimeUnit.SECONDS).release();
+                assertEquals(2, session.reconnects());
+                assertTrue(log.stream().anyMatch(m -> m.contains("backing off")), "the backoff went on: " + log);
             } finally {
                 session.close();
             }
