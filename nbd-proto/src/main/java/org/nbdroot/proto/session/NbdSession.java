@@ -676,7 +676,7 @@ public final class NbdSession implements AutoCloseable {
     }
 
     void submit(NbdRequest request) {
-        NbdConnection connection = connectionFor();
+        NbdConnection connection = connectionFor(request);
         if (connection == null && reconnector != null) {
             reconnector.hold(request); // every connection is being reconnected: the request waits
             return;
@@ -684,8 +684,12 @@ public final class NbdSession implements AutoCloseable {
         (connection != null ? connection : connections.get(0)).submit(request);
     }
 
-    /** A usable connection with the fewest requests outstanding, searched from a rotating start; null if none. */
-    private NbdConnection connectionFor() {
+    /**
+     * A usable connection with the fewest requests outstanding, searched from a rotating start; null if none.
+     * With several, one whose export can take the request: after a reconnect brought a grown or more
+     * capable export to one of them, the others still have the old one (and would refuse it).
+     */
+    private NbdConnection connectionFor(NbdRequest request) {
         int n = connections.length();
         if (n == 1) {
             NbdConnection only = connections.get(0);
@@ -693,10 +697,16 @@ public final class NbdSession implements AutoCloseable {
         }
         int start = Math.floorMod(next.getAndIncrement(), n);
         NbdConnection best = null;
+        boolean bestFits = false;
         for (int i = 0; i < n; i++) {
             NbdConnection c = connections.get((start + i) % n);
-            if (c.isUsable() && (best == null || c.load() < best.load())) {
+            if (!c.isUsable()) {
+                continue;
+            }
+            boolean fits = ExportFit.problem(request, c.export(), -1) == null;
+            if (best == null || fits && !bestFits || fits == bestFits && c.load() < best.load()) {
                 best = c;
+                bestFits = fits;
             }
         }
         return best;

@@ -48,6 +48,8 @@ final class Reconnector implements NbdConnection.LossListener {
     private final AtomicLong reconnects = new AtomicLong();
     private volatile Consumer<ExportInfo> growth = e -> { };
     private boolean closed;
+    /** Why reconnecting was given up (with bounded attempts); from then on a request with no connection fails at once. */
+    private NbdException gaveUp;
 
     Reconnector(NbdSession session, ReconnectPolicy policy) {
         this.session = session;
@@ -69,13 +71,25 @@ final class Reconnector implements NbdConnection.LossListener {
 
     /** A request submitted while no connection is usable. */
     void hold(NbdRequest request) {
+        NbdException cause;
         synchronized (this) {
-            if (!closed) {
+            if (!closed && (gaveUp == null || anyReconnecting())) {
                 waiting.addLast(request);
                 return;
             }
+            // Nothing is reconnecting any more: waiting would be for ever.
+            cause = closed ? new NbdException("the session is closed") : gaveUp;
         }
-        fail(List.of(request), new NbdException("the session is closed"));
+        fail(List.of(request), cause);
+    }
+
+    private boolean anyReconnecting() {
+        for (boolean r : reconnecting) {
+            if (r) {
+                return true;
+            }
+        }
+        return false;
     }
 
     @Override
@@ -121,9 +135,15 @@ final class Reconnector implements NbdConnection.LossListener {
         int counted = attempt - budgetOffset[slot];
         if (policy.exhausted(counted)) {
             LOG.severe("giving up reconnecting to " + session.uri() + " after " + counted + " attempts");
-            List<NbdRequest> abandoned = takeWaiting();
-            fail(abandoned, new NbdException("gave up reconnecting after " + counted + " attempts: "
-                    + lastError.getMessage(), lastError));
+            NbdException cause = new NbdException("gave up reconnecting after " + counted + " attempts: "
+                    + lastError.getMessage(), lastError);
+            List<NbdRequest> abandoned;
+            synchronized (this) {
+                reconnecting[slot] = false;
+                gaveUp = cause;
+                abandoned = takeWaiting();
+            }
+            fail(abandoned, cause);
             return;
         }
         long delay = policy.delayBefore(attempt).toMillis();
@@ -232,7 +252,8 @@ final class Reconnector implements NbdConnection.LossListener {
                 flags &= ~org.nbdroot.proto.wire.CommandFlag.FUA;
             }
             connection.submit(new NbdRequest(e.command(), flags, e.offset(), e.length(), e.data(), (r, failure) -> {
-                if (failure instanceof org.nbdroot.proto.NbdServerErrorException) {
+                // Refused by the server, or by the connection as its export cannot take it: not a lost connection.
+                if (failure instanceof org.nbdroot.proto.NbdServerErrorException || failure instanceof NbdUnsupportedException) {
                     LOG.severe("writing again the acknowledged " + e.describe() + " failed: " + failure.getMessage());
                 } else if (failure != null) {
                     lost.compareAndSet(null, failure);

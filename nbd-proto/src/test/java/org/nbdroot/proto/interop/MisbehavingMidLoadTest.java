@@ -248,6 +248,9 @@ class MisbehavingMidLoadTest {
                 Throwable failure = EngineExtension.failureOf(session.read(0, 4096));
                 assertTrue(failure.getMessage().contains("gave up reconnecting after 3 attempts")
                         && failure.getMessage().contains("bad reply magic"), failure.getMessage());
+                // Nothing reconnects any more: a later request fails at once with the same reason, never waits for ever.
+                Throwable later = EngineExtension.failureOf(session.read(4096, 4096));
+                assertEquals(failure.getMessage(), later.getMessage());
             } finally {
                 session.close();
             }
