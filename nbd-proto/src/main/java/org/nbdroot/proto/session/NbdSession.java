@@ -661,10 +661,28 @@ public final class NbdSession implements AutoCloseable {
         return observer;
     }
 
+    /**
+     * The export no longer takes a FLUSH (a reconnect found it so): the journal could never be
+     * emptied, and writes held for room in it would wait for ever. It is given up; writes are
+     * not kept for replay from now on, which the log says once.
+     */
+    private void abandonJournal(String why) {
+        WriteJournal j = journal;
+        journal = null;
+        if (j != null) {
+            j.abandon();
+            java.util.logging.Logger.getLogger(NbdSession.class.getName()).severe("the export no longer takes a FLUSH ("
+                    + why + "): writes acknowledged but not flushed are not kept for replay after a reconnect any more");
+        }
+    }
+
     /** A FLUSH of the session's own, to empty the journal before it reaches its limit. */
     private void flushForJournal() {
         if (journalFlushing.compareAndSet(false, true)) {
             flush().whenComplete((v, e) -> {
+                if (e != null && unwrap(e) instanceof NbdUnsupportedException) {
+                    abandonJournal(unwrap(e).getMessage());
+                }
                 journalFlushing.set(false);
                 releaseHeldForJournal();
                 if (e != null) {

@@ -63,6 +63,8 @@ final class WriteJournal {
     private long seq;
     /** While incomplete: a FLUSH must be sent after this acknowledgement for the journal to be whole again. */
     private long incompleteUntil = -1;
+    /** Set when the export stopped offering FLUSH: nothing could empty the journal again, so it keeps nothing. */
+    private boolean abandoned;
 
     WriteJournal(long limit) {
         this.limit = limit;
@@ -80,6 +82,9 @@ final class WriteJournal {
      * the session should now send a FLUSH of its own.
      */
     synchronized boolean acknowledged(NbdRequest request, boolean lent) {
+        if (abandoned) {
+            return false;
+        }
         seq++;
         if (incompleteUntil >= 0) {
             incompleteUntil = seq; // still incomplete: only a FLUSH sent from now on covers this one
@@ -207,6 +212,12 @@ final class WriteJournal {
 
     synchronized int size() {
         return entries.size();
+    }
+
+    /** Empties the journal for good; the acknowledgements still on their way keep nothing either. */
+    synchronized void abandon() {
+        abandoned = true;
+        clear();
     }
 
     synchronized void clear() {

@@ -140,6 +140,35 @@ class JournalBackpressureTest {
         f.finishWithoutLeaks();
     }
 
+    /**
+     * A reconnect found the export without FLUSH while writes wait for room: nothing could ever
+     * empty the journal, so it is given up and the held writes go (they used to wait for ever,
+     * the refused FLUSH asking for itself again until the stack overflowed).
+     */
+    @Test
+    void anExportThatNoLongerTakesAFlushReleasesTheHeldWrites() throws Exception {
+        List<CompletableFuture<Void>> writes = new ArrayList<>();
+        Request flush = fillToTheJournalsFlush(writes);
+        for (int i = 9; i < 20; i++) {
+            writes.add(write(i));
+        }
+        of(f.sent(), CMD_WRITE).forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
+        ExportInfo withoutFlush = new ExportInfo("disk", null, 1 << 20, HAS_FLAGS, new BlockSize(512, 4096, 64 * 1024),
+                true, false, Map.of());
+        f.session.replace(0, f.conn, withoutFlush); // as a reconnect adopts it (this connection stands in for the new one)
+        f.reply(simpleReply(5, flush.handle(), null)); // the old connection's FLUSH fails: EIO
+
+        List<Request> rest = f.sent();
+        assertEquals(List.of(), of(rest, CMD_FLUSH), "no FLUSH is sent to an export that does not take it");
+        assertEquals(4, of(rest, CMD_WRITE).size(), "the held writes went");
+        rest.forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
+        writes.forEach(w -> assertTrue(w.isDone() && !w.isCompletedExceptionally()));
+        assertEquals(0, journal.size(), "the journal keeps nothing any more");
+        assertEquals(0, f.session.unflushedBytes(), "nor does the session");
+        f.session.disconnect();
+        f.finishWithoutLeaks();
+    }
+
     @Test
     void writesHeldWhenTheSessionClosesFailSayingSo() {
         List<CompletableFuture<Void>> writes = new ArrayList<>();
