@@ -3,6 +3,7 @@ package org.nbdroot.proto.session;
 import org.nbdroot.proto.ExportInfo;
 import org.nbdroot.proto.wire.Command;
 import org.nbdroot.proto.wire.CommandFlag;
+import org.nbdroot.proto.wire.NbdConstants;
 import org.nbdroot.proto.wire.TransmissionFlag;
 
 /**
@@ -43,8 +44,9 @@ final class ExportFit {
         if ((r.flags & CommandFlag.FAST_ZERO) != 0 && !now.has(TransmissionFlag.SEND_FAST_ZERO)) {
             return "the export no longer offers send_fast_zero";
         }
-        if (r.command == Command.BLOCK_STATUS && !now.metaContexts().containsKey(r.metaContextId)) {
-            return "the meta context id changed";
+        // By name: each connection numbers its meta contexts (the connection sends its own id).
+        if (r.command == Command.BLOCK_STATUS && now.metaContextId(NbdConstants.BASE_ALLOCATION) < 0) {
+            return "the export no longer offers the meta context " + NbdConstants.BASE_ALLOCATION;
         }
         return null;
     }

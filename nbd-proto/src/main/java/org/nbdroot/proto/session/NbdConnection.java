@@ -191,6 +191,10 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
                 }
                 continue;
             }
+            if (request.command == Command.BLOCK_STATUS) {
+                // Meta context ids are per connection: a request checked or answered elsewhere carries another's.
+                request.metaContextId = export.metaContextId(NbdConstants.BASE_ALLOCATION);
+            }
             String misfit = ExportFit.problem(request, export, -1);
             if (misfit != null) {
                 // Checked against the session's export just before a reconnect or refresh brought this one.

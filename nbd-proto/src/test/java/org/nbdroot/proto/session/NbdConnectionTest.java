@@ -246,6 +246,23 @@ class NbdConnectionTest {
         assertEquals(List.of(new Extent(4096, 4096, 3), new Extent(8192, 4096, 0)), r.extents);
     }
 
+    /**
+     * Each connection numbers its meta contexts: a BLOCK_STATUS that another connection's id was
+     * put on (the session's first, or the one it was sent on before a reconnect) is answered under
+     * this connection's id for base:allocation, and taken.
+     */
+    @Test
+    void blockStatusIsMatchedByThisConnectionsIdForBaseAllocation() {
+        open(true);
+        NbdRequest r = new NbdRequest(Command.BLOCK_STATUS, 0, 0, 4096, null, new Pending());
+        r.metaContextId = BASE_ALLOCATION_ID + 8; // another connection's number for it
+        Pending status = submit(r);
+        reply(blockStatus(FLAG_DONE, handleOf(status), BASE_ALLOCATION_ID, 4096, 0));
+        assertTrue(status.succeeded());
+        assertEquals(List.of(new Extent(0, 4096, 0)), r.extents);
+        assertTrue(conn.isUsable());
+    }
+
     // ---- Server errors: only the request they answer fails ----
 
     @Test
