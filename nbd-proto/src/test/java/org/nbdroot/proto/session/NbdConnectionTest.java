@@ -100,7 +100,7 @@ class NbdConnectionTest {
     }
 
     @Test
-    void aRequestSubmittedByACompletionGoesOutOnceRepliesBrought64KiB() {
+    void aRequestSubmittedByACompletionGoesOutOnceRepliesBrought256KiB() {
         assertEquals(1, outboundWhenTheSecondReplyIsTaken(NbdConnection.SEND_AFTER_REPLY_BYTES),
                 "the next request was sent before the rest of the socket read was taken");
     }
