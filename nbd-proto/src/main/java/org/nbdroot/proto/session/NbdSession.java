@@ -704,8 +704,9 @@ public final class NbdSession implements AutoCloseable {
 
     /**
      * A usable connection with the fewest requests outstanding, searched from a rotating start; null if none.
-     * With several, one whose export can take the request: after a reconnect brought a grown or more
-     * capable export to one of them, the others still have the old one (and would refuse it).
+     * With several, one whose export can take the request if the least loaded cannot: after a reconnect
+     * brought a grown or more capable export to one of them, the others still have the old one (and
+     * would refuse it). Only that one is checked in the common case; its connection checks again as it sends.
      */
     private NbdConnection connectionFor(NbdRequest request) {
         int n = connections.length();
@@ -714,17 +715,22 @@ public final class NbdSession implements AutoCloseable {
             return only.isUsable() ? only : null;
         }
         int start = Math.floorMod(next.getAndIncrement(), n);
+        NbdConnection best = leastLoaded(start, null);
+        if (best != null && ExportFit.problem(request, best.export(), -1) != null) {
+            NbdConnection fitting = leastLoaded(start, c -> ExportFit.problem(request, c.export(), -1) == null);
+            return fitting != null ? fitting : best; // none fits: the connection refuses it, saying why
+        }
+        return best;
+    }
+
+    /** The usable connection, of those {@code eligible} accepts (null: all), with the fewest requests outstanding. */
+    private NbdConnection leastLoaded(int start, java.util.function.Predicate<NbdConnection> eligible) {
+        int n = connections.length();
         NbdConnection best = null;
-        boolean bestFits = false;
         for (int i = 0; i < n; i++) {
             NbdConnection c = connections.get((start + i) % n);
-            if (!c.isUsable()) {
-                continue;
-            }
-            boolean fits = ExportFit.problem(request, c.export(), -1) == null;
-            if (best == null || fits && !bestFits || fits == bestFits && c.load() < best.load()) {
+            if (c.isUsable() && (eligible == null || eligible.test(c)) && (best == null || c.load() < best.load())) {
                 best = c;
-                bestFits = fits;
             }
         }
         return best;
