@@ -34,6 +34,12 @@ import org.nbdroot.proto.wire.NbdError;
  */
 final class KernelBridge extends ChannelInboundHandlerAdapter {
     private static final Logger LOG = Logger.getLogger(KernelBridge.class.getName());
+    /**
+     * Replies share one flush per turn of the loop, except that once this much is waiting it
+     * goes out at once: the loop may be busy for a while yet (reading the NBD socket's whole
+     * batch, up to 16 MiB), and the kernel should not wait that long for a large read.
+     */
+    static final int FLUSH_AFTER_BYTES = 256 * 1024;
 
     private final String name;
     private final NbdSession session;
@@ -43,6 +49,7 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
     private int inFlight;
     private boolean disconnectRequested;
     private boolean flushScheduled;
+    private long unflushedBytes;
     private volatile long served;
     private volatile long failed;
 
@@ -64,6 +71,10 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
     /** Completes when the socket is closed: the kernel dropped it, or the bridge ended after NBD_CMD_DISC. */
     CompletableFuture<Void> closed() {
         return closed;
+    }
+
+    EventLoop loop() {
+        return loop;
     }
 
     long served() {
@@ -128,8 +139,8 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
         complete(r, data, failure);
     }
 
-    /** Sends the reply for one request; on the channel's loop. */
-    private void complete(KernelRequest r, ByteBuf data, Throwable failure) {
+    /** Sends the reply for one request; on the channel's loop (or hops there). */
+    void complete(KernelRequest r, ByteBuf data, Throwable failure) {
         if (!loop.inEventLoop()) {
             loop.execute(() -> complete(r, data, failure));
             return;
@@ -150,11 +161,16 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
         } else {
             ByteBuf header = ctx.alloc().directBuffer(NbdConstants.SIMPLE_REPLY_HEADER_LENGTH);
             header.writeInt(NbdConstants.SIMPLE_REPLY_MAGIC).writeInt(error).writeLong(r.handle());
+            unflushedBytes += header.readableBytes() + (data == null ? 0 : data.readableBytes());
             ctx.write(header, ctx.voidPromise());
             if (data != null) {
                 ctx.write(data, ctx.voidPromise());
             }
-            scheduleFlush();
+            if (unflushedBytes >= FLUSH_AFTER_BYTES) {
+                flushNow();
+            } else {
+                scheduleFlush();
+            }
         }
         if (disconnectRequested) {
             closeWhenIdle();
@@ -167,9 +183,16 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
             flushScheduled = true;
             loop.execute(() -> {
                 flushScheduled = false;
-                ctx.flush();
+                if (unflushedBytes > 0) {
+                    flushNow();
+                }
             });
         }
+    }
+
+    private void flushNow() {
+        unflushedBytes = 0;
+        ctx.flush();
     }
 
     private void closeWhenIdle() {

@@ -225,4 +225,43 @@ class KernelBridgeTest {
         assertNotNull(failure, "a bad magic must end the stream with a failure");
         assertTrue(failure.getMessage().contains("request magic: 0x12345678"), failure.getMessage());
     }
+
+    /**
+     * The bridge's loop is busy with the NBD socket's whole read batch before it runs its
+     * tasks; a large read's reply must not wait for that. Checked inside one task on the
+     * bridge's loop, where the turn's flush cannot have run yet: a 4 KiB reply stays queued,
+     * a 1 MiB one is already in the socket.
+     */
+    @Test
+    void aLargeReadsReplyGoesOutAtOnceWhileSmallOnesWaitForTheTurnsFlush() throws Exception {
+        int[] pair = NbdDeviceControl.socketPair();
+        NbdDeviceControl.setNonBlocking(pair[0]);
+        NbdDeviceControl.setNonBlocking(pair[1]);
+        KernelBridge second = KernelBridge.attach(transport, pair[1], "nbd-flush-test", session);
+        try {
+            long[] waiting = new long[2];
+            second.loop().submit(() -> {
+                second.complete(new KernelRequest(Command.READ.code(), 0, handle(1, 1), 0, 4096, null),
+                        Unpooled.directBuffer(4096).writeZero(4096), null);
+                waiting[0] = bytesWaiting(pair[0]);
+                second.complete(new KernelRequest(Command.READ.code(), 0, handle(1, 2), 0, 1 << 20, null),
+                        Unpooled.directBuffer(1 << 20).writeZero(1 << 20), null);
+                waiting[1] = bytesWaiting(pair[0]);
+            }).get(10, TimeUnit.SECONDS);
+            assertEquals(0, waiting[0], "a small reply went out before the turn's flush");
+            assertTrue(waiting[1] >= NbdConstants.SIMPLE_REPLY_HEADER_LENGTH + 4096,
+                    "the 1 MiB reply waited for the turn's flush: " + waiting[1] + " bytes in the socket");
+        } finally {
+            second.abort();
+            NbdDeviceControl.closeDescriptor(pair[0]);
+        }
+    }
+
+    /** What the daemon has written to the kernel's end and nobody read yet (a peek, without waiting). */
+    private static long bytesWaiting(int fd) {
+        final int msgPeek = 0x2;
+        final int msgDontWait = 0x40;
+        long n = NbdDeviceControl.library().recv(fd, new byte[2 << 20], 2 << 20, msgPeek | msgDontWait);
+        return Math.max(0, n);
+    }
 }
