@@ -69,6 +69,8 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     private final List<NbdRequest> refusedForShutdown = new java.util.ArrayList<>();
     /** A retiring connection's last request, sent once everything else is answered; then NBD_CMD_DISC. */
     private NbdRequest finalFlush;
+    /** Whether the server answered anything here: a connection that answers nothing does not end an outage. */
+    private volatile boolean answeredAny;
 
     NbdConnection(Channel channel, ExportInfo export) {
         this(channel, export, null);
@@ -501,6 +503,11 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         return null;
     }
 
+    /** Whether the server has answered (with data or an error) any request sent on this connection. */
+    boolean answeredAny() {
+        return answeredAny;
+    }
+
     private void finish(NbdRequest request, Throwable failure) {
         if (failure instanceof NbdServerErrorException e && e.error() == NbdError.ESHUTDOWN && !disconnecting
                 && (lossListener != null || handOver != null)) {
@@ -513,6 +520,9 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             return;
         }
         inFlightEstimate = inFlight.size();
+        if (!answeredAny) {
+            answeredAny = true;
+        }
         if (failure != null) {
             fail(request, failure);
         } else {

@@ -39,9 +39,10 @@ final class Reconnector implements NbdConnection.LossListener {
     private final int[] adoptedAtAttempt;
     /**
      * Per slot, the backoff step its current outage's first attempt took less the connections in a
-     * row that broke soon after coming back: step minus this is the attempts the outage counts
-     * against {@code maxAttempts}. A quick drop continues the backoff but counts as one attempt,
-     * so a server that drops now and then does not use up the attempts of the outages before.
+     * row that broke soon after coming back (or without answering anything): step minus this is
+     * the attempts the outage counts against {@code maxAttempts}. A quick drop continues the
+     * backoff but counts as one attempt, so a server that drops now and then does not use up the
+     * attempts of the outages before.
      */
     private final int[] budgetOffset;
     private final int[] quickDrops;
@@ -97,6 +98,8 @@ final class Reconnector implements NbdConnection.LossListener {
         int slot = session.slotOf(connection);
         boolean start;
         int first = 0;
+        boolean quick = false;
+        boolean fruitless = false;
         synchronized (this) {
             if (closed || slot < 0) {
                 start = false;
@@ -109,8 +112,12 @@ final class Reconnector implements NbdConnection.LossListener {
                 reconnecting[slot] = true;
                 // A connection that breaks soon after it came back (a server that misbehaves on every
                 // request) continues the backoff instead of starting over: no reconnect loop at full speed.
-                boolean soon = adoptedAt[slot] != 0
-                        && System.nanoTime() - adoptedAt[slot] < policy.maxDelay().toNanos();
+                // So does one that came back and answered nothing it was sent (a server that accepts
+                // connections, then stalls until the request timeout): else each break would be a new
+                // outage at attempt 0 and bounded attempts would never run out.
+                quick = adoptedAt[slot] != 0 && System.nanoTime() - adoptedAt[slot] < policy.maxDelay().toNanos();
+                fruitless = adoptedAt[slot] != 0 && !unanswered.isEmpty() && !connection.answeredAny();
+                boolean soon = quick || fruitless;
                 first = soon ? adoptedAtAttempt[slot] + 1 : 0;
                 if (start) {
                     quickDrops[slot] = soon ? quickDrops[slot] + 1 : 0;
@@ -125,7 +132,9 @@ final class Reconnector implements NbdConnection.LossListener {
         if (start) {
             LOG.warning("connection " + slot + " to " + session.uri() + " lost (" + cause.getMessage() + "): "
                     + unanswered.size() + " requests wait while it reconnects"
-                    + (first > 0 ? " (it broke again soon after reconnecting: backing off)" : ""));
+                    + (quick ? " (it broke again soon after reconnecting: backing off)"
+                            : fruitless ? " (it broke again without answering anything since reconnecting: backing off)"
+                            : ""));
             attempt(slot, first, cause);
         }
     }

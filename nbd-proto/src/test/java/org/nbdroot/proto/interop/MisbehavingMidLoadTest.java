@@ -286,6 +286,35 @@ class MisbehavingMidLoadTest {
         }
     }
 
+    /**
+     * A server that accepts every connection and then answers nothing: each connection breaks
+     * only when the request timeout (300 ms) catches the stall, later than the backoff's
+     * longest delay (100 ms), so no break counts as quick. With bounded attempts the session
+     * must still give up: a connection that answered nothing does not end the outage, else
+     * every break would start a new one at attempt 0 and the read would wait for ever.
+     */
+    @org.junit.jupiter.api.Test
+    void withBoundedAttemptsAServerThatStallsAfterEveryReconnectFailsTheRequest() throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(1 << 20).start()) {
+            NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
+                    options(true).withReconnect(new ReconnectPolicy(Duration.ofMillis(20), Duration.ofMillis(100), 3))
+                            .withRequestTimeout(Duration.ofMillis(300)))
+                    .get(10, TimeUnit.SECONDS);
+            try {
+                for (int n = 1; n <= 100; n++) {
+                    server.armFault(Fault.STALL, n);
+                }
+                Throwable failure = EngineExtension.failureOf(session.read(0, 4096));
+                assertTrue(failure.getMessage().contains("gave up reconnecting after 3 attempts")
+                        && failure.getMessage().contains("stopped answering"), failure.getMessage());
+                assertTrue(log.stream().anyMatch(m -> m.contains("without answering anything since reconnecting")),
+                        "the log says why the backoff goes on: " + log);
+            } finally {
+                session.close();
+            }
+        }
+    }
+
     /** 400 requests, 32 in flight: 40% writes (each to a fresh block), the rest reads, a FLUSH every 50. */
     private static final class Load {
         final ScriptedNbdServer server;
