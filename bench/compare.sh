@@ -40,8 +40,14 @@ server_pid=$!
 for _ in $(seq 100); do [ -s "$work/pid" ] && break; sleep 0.05; done
 uri="nbd://127.0.0.1:$port/"
 
+# Every run starts from a backing file with nothing dirty in the page cache. Without this,
+# the first FLUSH of a run (nbd-client's write journal sends them) would also write back what
+# `head` or the previous fio run left dirty: fio never flushes, so one side would pay for both.
+settle() { sync "$work/disk.img"; }
+
 # Prints "IOPS BYTES_PER_SECOND" of one fio run.
 run_fio() { # rw bs iodepth
+  settle
   fio --name=bench --ioengine=nbd --uri="$uri" --rw="$1" --bs="$2" --iodepth="$3" \
       --runtime="$runtime" --ramp_time="$ramp" --time_based --size="$size" --output-format=json --output="$work/fio.json" >/dev/null
   python3 - "$work/fio.json" "$1" <<'PY'
@@ -54,6 +60,7 @@ PY
 
 # Prints "IOPS BYTES_PER_SECOND" of one nbd-client bench run.
 run_ours() { # rw bs iodepth
+  settle
   # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
   "$client" bench "$uri" --rw "$1" --bs "$2" --iodepth "$3" --runtime "$runtime" --ramp "$ramp" --size "$size" --json \
       ${BENCH_ARGS:-} > "$work/ours.json"
