@@ -141,6 +141,22 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         return failure == null && channel.isActive();
     }
 
+    /**
+     * Whether nothing is waiting to be sent or awaiting a reply here (or the connection has
+     * ended), looked at on the connection's event loop: every answered request's completion,
+     * a write's journal entry included, has run by then.
+     */
+    CompletableFuture<Boolean> quiet() {
+        CompletableFuture<Boolean> answer = new CompletableFuture<>();
+        try {
+            channel.eventLoop().execute(() -> answer.complete(!channel.isActive()
+                    || submitted.isEmpty() && inFlight.isEmpty() && refusedForShutdown.isEmpty()));
+        } catch (RejectedExecutionException e) {
+            answer.complete(true); // the loop has shut down: nothing more happens here
+        }
+        return answer;
+    }
+
     /** Requests awaiting a reply at the last look; a hint for load balancing, read without locking. */
     int load() {
         return inFlightEstimate;

@@ -108,7 +108,7 @@ public final class NbdSession implements AutoCloseable {
             wanted[0] = export.has(TransmissionFlag.CAN_MULTI_CONN) ? options.connections() : 1;
             session[0] = new NbdSession(connector, uri, options, wanted[0]);
             session[0].exportChanged(export);
-            session[0].journal = journalFor(options.reconnect(), export, wanted[0]);
+            session[0].journal = journalFor(options.reconnect(), export);
             session[0].connections.set(0, first);
             first.setLossListener(session[0].reconnector);
             if (session[0].reconnector != null && !first.isUsable()) {
@@ -147,20 +147,20 @@ public final class NbdSession implements AutoCloseable {
 
     /**
      * A journal of unflushed writes when the session reconnects, the export is writable and has
-     * FLUSH (without it nothing ever empties the journal), and there is one connection: with
-     * several, one may drop while the others go on writing, and writing its journal again
-     * could put older data over theirs.
+     * FLUSH (without it nothing ever empties the journal). With several connections (the
+     * server sets can_multi_conn, so a FLUSH on one covers the writes answered on all) there is
+     * one journal for all of them, and a replay holds the others back (see {@link Reconnector}).
      */
-    private static WriteJournal journalFor(ReconnectPolicy policy, ExportInfo export, int connections) {
+    private static WriteJournal journalFor(ReconnectPolicy policy, ExportInfo export) {
         if (policy == null || policy.replayLimit() == 0 || export.readOnly() || !export.has(TransmissionFlag.SEND_FLUSH)) {
             return null;
         }
-        if (connections > 1) {
-            java.util.logging.Logger.getLogger(NbdSession.class.getName()).info("with " + connections
-                    + " connections, writes acknowledged but not flushed are not kept for replay after a reconnect");
-            return null;
-        }
         return new WriteJournal(policy.replayLimit());
+    }
+
+    /** Whether acknowledged writes are kept until flushed, to be written again after a reconnect. */
+    boolean keepsJournal() {
+        return journal != null;
     }
 
     /** The journal's writes to send again, oldest first; empty when none are kept, null when some were not. */
@@ -694,6 +694,23 @@ public final class NbdSession implements AutoCloseable {
     }
 
     void submit(NbdRequest request) {
+        if (reconnector != null && connections.length() > 1) {
+            reconnector.submitThroughGate(request, this::route); // a journal replay may be due: see Reconnector
+            return;
+        }
+        route(request);
+    }
+
+    /** The connections in their slots now (a lost one until its replacement is adopted). */
+    List<NbdConnection> connectionsInSlots() {
+        List<NbdConnection> all = new ArrayList<>(connections.length());
+        for (int i = 0; i < connections.length(); i++) {
+            all.add(connections.get(i));
+        }
+        return all;
+    }
+
+    private void route(NbdRequest request) {
         NbdConnection connection = connectionFor(request);
         if (connection == null && reconnector != null) {
             reconnector.hold(request); // every connection is being reconnected: the request waits

@@ -51,6 +51,20 @@ final class Reconnector implements NbdConnection.LossListener {
     private boolean closed;
     /** Why reconnecting was given up (with bounded attempts); from then on a request with no connection fails at once. */
     private NbdException gaveUp;
+    /*
+     * With several connections, a journal replay on a reconnected one must not race the others:
+     * a write they sent meanwhile could land before an older journalled write to the same blocks
+     * is written again over it, and a read could see the older bytes for a moment. So while a
+     * replay is due the gate is closed: new requests wait here, and the replay starts once every
+     * request that got past the gate before has been answered. Replays take turns.
+     */
+    /** Requests between their look at the gate and their connection's queue. */
+    private final AtomicInteger passingGate = new AtomicInteger();
+    private volatile boolean gateClosed;
+    /** Reconnected connections whose replay is due or running (guarded by this). */
+    private int replaysDue;
+    /** Completes when the last replay to have its turn is over (guarded by this). */
+    private CompletableFuture<Void> replayTurns = CompletableFuture.completedFuture(null);
 
     Reconnector(NbdSession session, ReconnectPolicy policy) {
         this.session = session;
@@ -82,6 +96,24 @@ final class Reconnector implements NbdConnection.LossListener {
             cause = closed ? new NbdException("the session is closed") : gaveUp;
         }
         fail(List.of(request), cause);
+    }
+
+    /** Sends {@code request} on through {@code route}, or holds it while the replay gate is closed. */
+    void submitThroughGate(NbdRequest request, Consumer<NbdRequest> route) {
+        passingGate.incrementAndGet();
+        try {
+            if (gateClosed) {
+                synchronized (this) {
+                    if (gateClosed) { // opening it and taking what waits happen together, under this lock
+                        waiting.addLast(request);
+                        return;
+                    }
+                }
+            }
+            route.accept(request);
+        } finally {
+            passingGate.decrementAndGet();
+        }
     }
 
     private boolean anyReconnecting() {
@@ -184,36 +216,114 @@ final class Reconnector implements NbdConnection.LossListener {
      * is done the connection is not in its slot, so new requests keep waiting here.
      */
     private void reconnected(int slot, NbdConnection connection, int attempt) {
+        if (session.connectionCount() == 1 || !session.keepsJournal()) {
+            replayThenAdopt(slot, connection, attempt, false); // nothing else sends meanwhile, or no replay: no gate
+            return;
+        }
+        CompletableFuture<Void> previous;
+        CompletableFuture<Void> mine = new CompletableFuture<>();
+        synchronized (this) {
+            replaysDue++;
+            gateClosed = true;
+            previous = replayTurns;
+            replayTurns = mine;
+        }
+        previous.thenCompose(v -> othersQuiet(slot, connection))
+                .thenCompose(v -> replayThenAdopt(slot, connection, attempt, true))
+                .whenComplete((v, e) -> mine.complete(null));
+    }
+
+    /**
+     * Completes once no request is passing the (closed) gate and every other connection has
+     * answered all it was sent (or ended). Looked at every millisecond: replays are rare.
+     */
+    private CompletableFuture<Void> othersQuiet(int slot, NbdConnection connection) {
+        CompletableFuture<Void> quiet = new CompletableFuture<>();
+        checkQuiet(slot, connection, quiet);
+        return quiet;
+    }
+
+    private void checkQuiet(int slot, NbdConnection connection, CompletableFuture<Void> quiet) {
+        if (passingGate.get() == 0) {
+            List<CompletableFuture<Boolean>> answers = new ArrayList<>();
+            for (NbdConnection other : session.connectionsInSlots()) {
+                if (other != null && session.slotOf(other) != slot) {
+                    answers.add(other.quiet());
+                }
+            }
+            CompletableFuture.allOf(answers.toArray(CompletableFuture[]::new)).whenComplete((v, e) -> {
+                if (answers.stream().allMatch(a -> a.getNow(false))) {
+                    quiet.complete(null);
+                } else {
+                    again(slot, connection, quiet);
+                }
+            });
+            return;
+        }
+        again(slot, connection, quiet);
+    }
+
+    private void again(int slot, NbdConnection connection, CompletableFuture<Void> quiet) {
+        try {
+            connection.channel().eventLoop().schedule(() -> checkQuiet(slot, connection, quiet), 1, TimeUnit.MILLISECONDS);
+        } catch (java.util.concurrent.RejectedExecutionException e) {
+            quiet.complete(null); // shutting down: the replay finds the session closed
+        }
+    }
+
+    /** Lets the next replay have its turn; the last one opens the gate. Under this lock. */
+    private void replayOver() {
+        if (--replaysDue == 0) {
+            gateClosed = false;
+        }
+    }
+
+    /**
+     * Writes the journal again on {@code connection}, then puts it in its slot; completes when
+     * that is done, or the replay failed and reconnecting goes on. {@code gated}: it had the
+     * gate's turn, which it gives up here.
+     */
+    private CompletableFuture<Void> replayThenAdopt(int slot, NbdConnection connection, int attempt, boolean gated) {
         ExportInfo before = session.export();
         ExportInfo now = connection.export();
         List<WriteJournal.Entry> replay = session.journalReplay();
         if (replay == null) {
             LOG.warning("reconnected to " + session.uri() + ", but not every write acknowledged since the last flush "
                     + "was kept: if the server lost some, they are lost");
-            adopt(slot, connection, attempt, before, now);
-            return;
+            adopt(slot, connection, attempt, before, now, gated);
+            return CompletableFuture.completedFuture(null);
         }
         if (replay.isEmpty()) {
-            adopt(slot, connection, attempt, before, now);
-            return;
+            adopt(slot, connection, attempt, before, now, gated);
+            return CompletableFuture.completedFuture(null);
         }
         long bytes = replay.stream().mapToLong(e -> e.data() == null ? 0 : e.length()).sum();
         CompletableFuture<Void> done = new CompletableFuture<>();
         replayBatch(connection, WriteJournal.batches(replay), 0, now, done);
-        done.whenComplete((v, error) -> {
+        return done.handle((v, error) -> {
             if (closedNow()) {
                 connection.disconnect();
-                return;
+                return null;
             }
             if (error != null) {
                 Throwable cause = NbdSession.unwrap(error);
                 LOG.warning("writing again what was not flushed failed (" + cause.getMessage() + "); reconnecting again");
                 connection.channel().close();
+                if (gated) {
+                    // What the gate held goes on to the other connections (or waits again, if none is usable).
+                    List<NbdRequest> held;
+                    synchronized (this) {
+                        replayOver();
+                        held = gateClosed ? List.of() : takeWaiting();
+                    }
+                    resend(held);
+                }
                 attempt(slot, attempt + 1, cause);
-                return;
+                return null;
             }
             LOG.info("wrote again " + replay.size() + " writes (" + bytes + " bytes) acknowledged since the last flush");
-            adopt(slot, connection, attempt, before, now);
+            adopt(slot, connection, attempt, before, now, gated);
+            return null;
         });
     }
 
@@ -316,12 +426,16 @@ final class Reconnector implements NbdConnection.LossListener {
         return new Replay(writes, null);
     }
 
-    private void adopt(int slot, NbdConnection connection, int attempt, ExportInfo before, ExportInfo now) {
+    private void adopt(int slot, NbdConnection connection, int attempt, ExportInfo before, ExportInfo now,
+            boolean gated) {
         session.replace(slot, connection, now);
         reconnects.incrementAndGet();
         session.observer().reconnected();
         List<NbdRequest> batch;
         synchronized (this) {
+            if (gated) {
+                replayOver(); // while other replays are due, what is sent again below waits here once more
+            }
             reconnecting[slot] = false;
             adoptedAt[slot] = System.nanoTime();
             adoptedAtAttempt[slot] = attempt;
