@@ -69,8 +69,8 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     private final List<NbdRequest> refusedForShutdown = new java.util.ArrayList<>();
     /** A retiring connection's last request, sent once everything else is answered; then NBD_CMD_DISC. */
     private NbdRequest finalFlush;
-    /** Whether the server answered anything here: a connection that answers nothing does not end an outage. */
-    private volatile boolean answeredAny;
+    /** Requests the server answered here, with data or an error (written on the event loop only). */
+    private volatile long answered;
 
     NbdConnection(Channel channel, ExportInfo export) {
         this(channel, export, null);
@@ -519,9 +519,9 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         return null;
     }
 
-    /** Whether the server has answered (with data or an error) any request sent on this connection. */
-    boolean answeredAny() {
-        return answeredAny;
+    /** How many requests the server has answered (with data or an error) on this connection. */
+    long answered() {
+        return answered;
     }
 
     private void finish(NbdRequest request, Throwable failure) {
@@ -536,9 +536,7 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             return;
         }
         inFlightEstimate = inFlight.size();
-        if (!answeredAny) {
-            answeredAny = true;
-        }
+        answered = answered + 1; // one writer: the event loop
         if (failure != null) {
             fail(request, failure);
         } else {

@@ -158,6 +158,26 @@ public final class NbdSession implements AutoCloseable {
         return new WriteJournal(policy.replayLimit());
     }
 
+    java.time.Duration requestTimeout() {
+        return options.requestTimeout();
+    }
+
+    /** Whether any connection in a slot can take requests now. */
+    boolean anyUsable() {
+        for (int i = 0; i < connections.length(); i++) {
+            NbdConnection c = connections.get(i);
+            if (c != null && c.isUsable()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Whether every connection retired by {@link #refreshExport} has answered all it was sent and closed. */
+    boolean retirementsDone() {
+        return retirements.isDone();
+    }
+
     /** Whether acknowledged writes are kept until flushed, to be written again after a reconnect. */
     boolean keepsJournal() {
         return journal != null;
@@ -694,7 +714,7 @@ public final class NbdSession implements AutoCloseable {
     }
 
     void submit(NbdRequest request) {
-        if (reconnector != null && connections.length() > 1) {
+        if (reconnector != null && connections.length() > 1 && journal != null) {
             reconnector.submitThroughGate(request, this::route); // a journal replay may be due: see Reconnector
             return;
         }

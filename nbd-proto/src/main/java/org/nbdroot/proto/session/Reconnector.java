@@ -37,6 +37,8 @@ final class Reconnector implements NbdConnection.LossListener {
     /** When each slot's connection was last put back (System.nanoTime()), and at which attempt. */
     private final long[] adoptedAt;
     private final int[] adoptedAtAttempt;
+    /** How many requests each slot's connection had answered when it was put back: its journal replay's. */
+    private final long[] answeredAtAdoption;
     /**
      * Per slot, the backoff step its current outage's first attempt took less the connections in a
      * row that broke soon after coming back (or without answering anything): step minus this is
@@ -72,6 +74,7 @@ final class Reconnector implements NbdConnection.LossListener {
         this.reconnecting = new boolean[Math.max(1, session.connectionCount())];
         this.adoptedAt = new long[reconnecting.length];
         this.adoptedAtAttempt = new int[reconnecting.length];
+        this.answeredAtAdoption = new long[reconnecting.length];
         this.budgetOffset = new int[reconnecting.length];
         this.quickDrops = new int[reconnecting.length];
     }
@@ -104,7 +107,9 @@ final class Reconnector implements NbdConnection.LossListener {
         try {
             if (gateClosed) {
                 synchronized (this) {
-                    if (gateClosed) { // opening it and taking what waits happen together, under this lock
+                    if (closed) {
+                        // falls through to route: the session's connections refuse it, closing
+                    } else if (gateClosed) { // opening it and taking what waits happen together, under this lock
                         waiting.addLast(request);
                         return;
                     }
@@ -129,11 +134,13 @@ final class Reconnector implements NbdConnection.LossListener {
     public void connectionLost(NbdConnection connection, Throwable cause, List<NbdRequest> unanswered) {
         int slot = session.slotOf(connection);
         boolean start;
+        boolean failNow;
         int first = 0;
         boolean quick = false;
         boolean fruitless = false;
         synchronized (this) {
-            if (closed || slot < 0) {
+            failNow = closed || slot < 0;
+            if (failNow) {
                 start = false;
             } else {
                 // Unanswered requests were submitted before anything still waiting: they go first.
@@ -144,11 +151,15 @@ final class Reconnector implements NbdConnection.LossListener {
                 reconnecting[slot] = true;
                 // A connection that breaks soon after it came back (a server that misbehaves on every
                 // request) continues the backoff instead of starting over: no reconnect loop at full speed.
-                // So does one that came back and answered nothing it was sent (a server that accepts
-                // connections, then stalls until the request timeout): else each break would be a new
-                // outage at attempt 0 and bounded attempts would never run out.
-                quick = adoptedAt[slot] != 0 && System.nanoTime() - adoptedAt[slot] < policy.maxDelay().toNanos();
-                fruitless = adoptedAt[slot] != 0 && !unanswered.isEmpty() && !connection.answeredAny();
+                // So does one that came back and answered nothing it was sent beyond its journal replay,
+                // breaking about when the request timeout would catch that (a server that accepts
+                // connections, then stalls): else each break would be a new outage at attempt 0 and
+                // bounded attempts would never run out.
+                long sinceAdoption = System.nanoTime() - adoptedAt[slot];
+                quick = adoptedAt[slot] != 0 && sinceAdoption < policy.maxDelay().toNanos();
+                long timeout = session.requestTimeout().toNanos();
+                fruitless = adoptedAt[slot] != 0 && timeout > 0 && sinceAdoption < 2 * timeout + policy.maxDelay().toNanos()
+                        && !unanswered.isEmpty() && connection.answered() == answeredAtAdoption[slot];
                 boolean soon = quick || fruitless;
                 first = soon ? adoptedAtAttempt[slot] + 1 : 0;
                 if (start) {
@@ -157,7 +168,7 @@ final class Reconnector implements NbdConnection.LossListener {
                 }
             }
         }
-        if (closed || slot < 0) {
+        if (failNow) {
             fail(unanswered, cause);
             return;
         }
@@ -178,13 +189,21 @@ final class Reconnector implements NbdConnection.LossListener {
             LOG.severe("giving up reconnecting to " + session.uri() + " after " + counted + " attempts");
             NbdException cause = new NbdException("gave up reconnecting after " + counted + " attempts: "
                     + lastError.getMessage(), lastError);
-            List<NbdRequest> abandoned;
+            List<NbdRequest> abandoned = List.of();
+            List<NbdRequest> onward = List.of();
             synchronized (this) {
                 reconnecting[slot] = false;
                 gaveUp = cause;
-                abandoned = takeWaiting();
+                if (replaysDue > 0 || anyReconnecting()) {
+                    // They wait for the connection coming back (a replay's gate may be all that holds them).
+                } else if (session.anyUsable()) {
+                    onward = takeWaiting(); // the session's other connections take them
+                } else {
+                    abandoned = takeWaiting();
+                }
             }
             fail(abandoned, cause);
+            resend(onward);
             return;
         }
         long delay = policy.delayBefore(attempt).toMillis();
@@ -239,12 +258,21 @@ final class Reconnector implements NbdConnection.LossListener {
      */
     private CompletableFuture<Void> othersQuiet(int slot, NbdConnection connection) {
         CompletableFuture<Void> quiet = new CompletableFuture<>();
-        checkQuiet(slot, connection, quiet);
+        checkQuiet(slot, connection, quiet, 1);
         return quiet;
     }
 
-    private void checkQuiet(int slot, NbdConnection connection, CompletableFuture<Void> quiet) {
-        if (passingGate.get() == 0) {
+    /**
+     * Looks again after {@code delayMillis} (doubling up to 50 ms) until quiet. A connection
+     * that never answers is closed by the request timeout, which bounds the wait.
+     */
+    private void checkQuiet(int slot, NbdConnection connection, CompletableFuture<Void> quiet, long delayMillis) {
+        if (!session.keepsJournal() || closedNow()) {
+            quiet.complete(null); // nothing to write again (the journal was given up), or nothing to do at all
+            return;
+        }
+        // Connections retired by a refresh answer writes too; their journal entries must be in before the replay.
+        if (passingGate.get() == 0 && session.retirementsDone()) {
             List<CompletableFuture<Boolean>> answers = new ArrayList<>();
             for (NbdConnection other : session.connectionsInSlots()) {
                 if (other != null && session.slotOf(other) != slot) {
@@ -255,19 +283,26 @@ final class Reconnector implements NbdConnection.LossListener {
                 if (answers.stream().allMatch(a -> a.getNow(false))) {
                     quiet.complete(null);
                 } else {
-                    again(slot, connection, quiet);
+                    again(slot, connection, quiet, delayMillis);
                 }
             });
             return;
         }
-        again(slot, connection, quiet);
+        again(slot, connection, quiet, delayMillis);
     }
 
-    private void again(int slot, NbdConnection connection, CompletableFuture<Void> quiet) {
+    private void again(int slot, NbdConnection connection, CompletableFuture<Void> quiet, long delayMillis) {
         try {
-            connection.channel().eventLoop().schedule(() -> checkQuiet(slot, connection, quiet), 1, TimeUnit.MILLISECONDS);
+            connection.channel().eventLoop().schedule(() -> checkQuiet(slot, connection, quiet, Math.min(50, 2 * delayMillis)),
+                    delayMillis, TimeUnit.MILLISECONDS);
         } catch (java.util.concurrent.RejectedExecutionException e) {
             quiet.complete(null); // shutting down: the replay finds the session closed
+        }
+    }
+
+    private synchronized void giveUpTurn(boolean gated) {
+        if (gated) {
+            replayOver();
         }
     }
 
@@ -302,6 +337,7 @@ final class Reconnector implements NbdConnection.LossListener {
         replayBatch(connection, WriteJournal.batches(replay), 0, now, done);
         return done.handle((v, error) -> {
             if (closedNow()) {
+                giveUpTurn(gated);
                 connection.disconnect();
                 return null;
             }
@@ -428,9 +464,21 @@ final class Reconnector implements NbdConnection.LossListener {
 
     private void adopt(int slot, NbdConnection connection, int attempt, ExportInfo before, ExportInfo now,
             boolean gated) {
+        if (closedNow()) {
+            giveUpTurn(gated);
+            connection.disconnect();
+            return;
+        }
         session.replace(slot, connection, now);
+        if (closedNow()) {
+            connection.disconnect(); // the session closed its connections just before this one took its slot
+        }
         reconnects.incrementAndGet();
-        session.observer().reconnected();
+        try {
+            session.observer().reconnected();
+        } catch (RuntimeException e) {
+            LOG.log(java.util.logging.Level.WARNING, "the request observer failed", e);
+        }
         List<NbdRequest> batch;
         synchronized (this) {
             if (gated) {
@@ -439,6 +487,7 @@ final class Reconnector implements NbdConnection.LossListener {
             reconnecting[slot] = false;
             adoptedAt[slot] = System.nanoTime();
             adoptedAtAttempt[slot] = attempt;
+            answeredAtAdoption[slot] = connection.answered();
             batch = new ArrayList<>(waiting);
             waiting.clear();
         }
@@ -446,7 +495,11 @@ final class Reconnector implements NbdConnection.LossListener {
                 + " requests again");
         if (now.size() > before.size()) {
             LOG.info("the export grew from " + before.size() + " to " + now.size() + " bytes");
-            growth.accept(now);
+            try {
+                growth.accept(now);
+            } catch (RuntimeException e) {
+                LOG.log(java.util.logging.Level.WARNING, "the export's growth listener failed", e);
+            }
         }
         List<NbdRequest> sendable = new ArrayList<>(batch.size());
         for (NbdRequest r : batch) {
@@ -459,6 +512,10 @@ final class Reconnector implements NbdConnection.LossListener {
             }
         }
         resend(sendable);
+        if (!connection.isUsable() && !closedNow()) {
+            // It broke while waiting for its turn; its loss, reported before it had a slot, went unheard.
+            connectionLost(connection, new NbdException("the connection closed before it was back in use"), List.of());
+        }
     }
 
     /** Sends requests again: everything but FLUSH at once, each FLUSH once all before it are answered. */

@@ -408,6 +408,11 @@ public final class ScriptedNbdServer implements AutoCloseable {
         }
     }
 
+    /** Connections open now: accepted, and not yet closed by either side (as the server has noticed). */
+    public int openConnections() {
+        return live.size();
+    }
+
     /** Waits until an {@code NBD_CMD_DISC} has been seen; it arrives asynchronously to the client's close. */
     public boolean awaitDisconnect(Duration timeout) throws InterruptedException {
         return await(() -> disconnects > 0, timeout);
