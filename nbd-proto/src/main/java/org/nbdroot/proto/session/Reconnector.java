@@ -236,11 +236,12 @@ final class Reconnector implements NbdConnection.LossListener {
      */
     private void reconnected(int slot, NbdConnection connection, int attempt) {
         if (session.connectionCount() == 1 || !session.keepsJournal()) {
-            replayThenAdopt(slot, connection, attempt, false); // nothing else sends meanwhile, or no replay: no gate
+            replayThenAdopt(slot, connection, attempt, null); // nothing else sends meanwhile, or no replay: no gate
             return;
         }
         CompletableFuture<Void> previous;
         CompletableFuture<Void> mine = new CompletableFuture<>();
+        Turn turn = new Turn();
         synchronized (this) {
             replaysDue++;
             gateClosed = true;
@@ -248,13 +249,24 @@ final class Reconnector implements NbdConnection.LossListener {
             replayTurns = mine;
         }
         previous.thenCompose(v -> othersQuiet(slot, connection))
-                .thenCompose(v -> replayThenAdopt(slot, connection, attempt, true))
-                .whenComplete((v, e) -> mine.complete(null));
+                .thenCompose(v -> replayThenAdopt(slot, connection, attempt, turn))
+                .whenComplete((v, e) -> {
+                    if (e != null) {
+                        LOG.log(java.util.logging.Level.SEVERE, "a journal replay failed unexpectedly", e);
+                    }
+                    release(turn); // whatever happened, the gate must not stay closed for it
+                    mine.complete(null);
+                });
+    }
+
+    /** One reconnected connection's turn at the gate; given back once. */
+    private static final class Turn {
+        boolean released; // guarded by the reconnector
     }
 
     /**
      * Completes once no request is passing the (closed) gate and every other connection has
-     * answered all it was sent (or ended). Looked at every millisecond: replays are rare.
+     * answered all it was sent (or ended).
      */
     private CompletableFuture<Void> othersQuiet(int slot, NbdConnection connection) {
         CompletableFuture<Void> quiet = new CompletableFuture<>();
@@ -300,36 +312,37 @@ final class Reconnector implements NbdConnection.LossListener {
         }
     }
 
-    private synchronized void giveUpTurn(boolean gated) {
-        if (gated) {
-            replayOver();
-        }
+    private synchronized void release(Turn turn) {
+        releaseLocked(turn);
     }
 
-    /** Lets the next replay have its turn; the last one opens the gate. Under this lock. */
-    private void replayOver() {
-        if (--replaysDue == 0) {
-            gateClosed = false;
+    /** Gives the turn back (once; null: none was taken); the last one due opens the gate. Under this lock. */
+    private void releaseLocked(Turn turn) {
+        if (turn != null && !turn.released) {
+            turn.released = true;
+            if (--replaysDue == 0) {
+                gateClosed = false;
+            }
         }
     }
 
     /**
      * Writes the journal again on {@code connection}, then puts it in its slot; completes when
-     * that is done, or the replay failed and reconnecting goes on. {@code gated}: it had the
-     * gate's turn, which it gives up here.
+     * that is done, or the replay failed and reconnecting goes on. {@code turn}: the gate's
+     * turn it had (null: none), given back here.
      */
-    private CompletableFuture<Void> replayThenAdopt(int slot, NbdConnection connection, int attempt, boolean gated) {
+    private CompletableFuture<Void> replayThenAdopt(int slot, NbdConnection connection, int attempt, Turn turn) {
         ExportInfo before = session.export();
         ExportInfo now = connection.export();
         List<WriteJournal.Entry> replay = session.journalReplay();
         if (replay == null) {
             LOG.warning("reconnected to " + session.uri() + ", but not every write acknowledged since the last flush "
                     + "was kept: if the server lost some, they are lost");
-            adopt(slot, connection, attempt, before, now, gated);
+            adopt(slot, connection, attempt, before, now, turn);
             return CompletableFuture.completedFuture(null);
         }
         if (replay.isEmpty()) {
-            adopt(slot, connection, attempt, before, now, gated);
+            adopt(slot, connection, attempt, before, now, turn);
             return CompletableFuture.completedFuture(null);
         }
         long bytes = replay.stream().mapToLong(e -> e.data() == null ? 0 : e.length()).sum();
@@ -337,7 +350,7 @@ final class Reconnector implements NbdConnection.LossListener {
         replayBatch(connection, WriteJournal.batches(replay), 0, now, done);
         return done.handle((v, error) -> {
             if (closedNow()) {
-                giveUpTurn(gated);
+                release(turn);
                 connection.disconnect();
                 return null;
             }
@@ -345,11 +358,11 @@ final class Reconnector implements NbdConnection.LossListener {
                 Throwable cause = NbdSession.unwrap(error);
                 LOG.warning("writing again what was not flushed failed (" + cause.getMessage() + "); reconnecting again");
                 connection.channel().close();
-                if (gated) {
+                if (turn != null) {
                     // What the gate held goes on to the other connections (or waits again, if none is usable).
                     List<NbdRequest> held;
                     synchronized (this) {
-                        replayOver();
+                        releaseLocked(turn);
                         held = gateClosed ? List.of() : takeWaiting();
                     }
                     resend(held);
@@ -358,7 +371,7 @@ final class Reconnector implements NbdConnection.LossListener {
                 return null;
             }
             LOG.info("wrote again " + replay.size() + " writes (" + bytes + " bytes) acknowledged since the last flush");
-            adopt(slot, connection, attempt, before, now, gated);
+            adopt(slot, connection, attempt, before, now, turn);
             return null;
         });
     }
@@ -462,10 +475,9 @@ final class Reconnector implements NbdConnection.LossListener {
         return new Replay(writes, null);
     }
 
-    private void adopt(int slot, NbdConnection connection, int attempt, ExportInfo before, ExportInfo now,
-            boolean gated) {
+    private void adopt(int slot, NbdConnection connection, int attempt, ExportInfo before, ExportInfo now, Turn turn) {
         if (closedNow()) {
-            giveUpTurn(gated);
+            release(turn);
             connection.disconnect();
             return;
         }
@@ -481,9 +493,7 @@ final class Reconnector implements NbdConnection.LossListener {
         }
         List<NbdRequest> batch;
         synchronized (this) {
-            if (gated) {
-                replayOver(); // while other replays are due, what is sent again below waits here once more
-            }
+            releaseLocked(turn); // while other replays are due, what is sent again below waits here once more
             reconnecting[slot] = false;
             adoptedAt[slot] = System.nanoTime();
             adoptedAtAttempt[slot] = attempt;
