@@ -35,6 +35,11 @@ final class NbdRequest {
     java.util.List<org.nbdroot.proto.Extent> extents;
     /** The first error the server reported for this request. */
     Throwable serverError;
+    /**
+     * A journal replay's write: its replay must learn that its connection was lost (and start
+     * over), so it fails with the connection instead of being sent again elsewhere.
+     */
+    boolean replay;
 
     NbdRequest(Command command, int flags, long offset, int length, ByteBuf payload, Completion completion) {
         this.command = command;

@@ -49,6 +49,8 @@ public final class NbdSession implements AutoCloseable {
     private final RequestObserver observer;
     /** Completes once connections retired by {@link #refreshExport} have flushed what they wrote and closed. */
     private volatile CompletableFuture<Void> retirements = CompletableFuture.completedFuture(null);
+    /** Completes once connections retired by {@link #refreshExport} are closed: they answer nothing more. */
+    private volatile CompletableFuture<Void> retiredClosed = CompletableFuture.completedFuture(null);
     private final java.util.concurrent.atomic.AtomicBoolean refreshing = new java.util.concurrent.atomic.AtomicBoolean();
     /** Writes acknowledged since the last FLUSH, for replay after a reconnect; null when not kept. */
     private volatile WriteJournal journal;
@@ -173,9 +175,13 @@ public final class NbdSession implements AutoCloseable {
         return false;
     }
 
-    /** Whether every connection retired by {@link #refreshExport} has answered all it was sent and closed. */
-    boolean retirementsDone() {
-        return retirements.isDone();
+    /**
+     * Whether every connection retired by {@link #refreshExport} is closed. Not whether its last
+     * FLUSH was answered: if it broke first, that FLUSH is sent again through the session, and a
+     * replay's gate may be what holds it.
+     */
+    boolean retiredConnectionsClosed() {
+        return retiredClosed.isDone();
     }
 
     /** Whether acknowledged writes are kept until flushed, to be written again after a reconnect. */
@@ -325,6 +331,7 @@ public final class NbdSession implements AutoCloseable {
         // Slots first, then the size: a request checked against the new size never goes to an old connection.
         exportChanged(now);
         List<CompletableFuture<Void>> done = new ArrayList<>();
+        List<CompletableFuture<Void>> closings = new ArrayList<>();
         WriteJournal j = journal;
         long mark = j != null ? j.mark() : -1;
         for (NbdConnection o : old) {
@@ -341,7 +348,9 @@ public final class NbdSession implements AutoCloseable {
             });
             CompletableFuture<Void> closedNow = o.retire(this::submit, flush);
             done.add(flush == null ? closedNow : flushed);
+            closings.add(closedNow);
         }
+        retiredClosed = CompletableFuture.allOf(retiredClosed, CompletableFuture.allOf(closings.toArray(CompletableFuture[]::new)));
         CompletableFuture<Void> previous = retirements;
         retirements = CompletableFuture.allOf(previous, CompletableFuture.allOf(done.toArray(CompletableFuture[]::new)));
     }

@@ -131,7 +131,12 @@ final class Reconnector implements NbdConnection.LossListener {
     }
 
     @Override
-    public void connectionLost(NbdConnection connection, Throwable cause, List<NbdRequest> unanswered) {
+    public void connectionLost(NbdConnection connection, Throwable cause, List<NbdRequest> lost) {
+        List<NbdRequest> unanswered = lost;
+        if (lost.stream().anyMatch(r -> r.replay)) {
+            fail(lost.stream().filter(r -> r.replay).toList(), cause); // their replay starts over, not they
+            unanswered = lost.stream().filter(r -> !r.replay).toList();
+        }
         int slot = session.slotOf(connection);
         boolean start;
         boolean failNow;
@@ -182,28 +187,47 @@ final class Reconnector implements NbdConnection.LossListener {
         }
     }
 
+    /**
+     * What waits, once {@code slot} cannot take it (it gave up, or the export vanished): left for
+     * another connection coming back (a replay's gate may be all that holds it), sent on to a
+     * usable one, or failed with {@code cause}.
+     */
+    private void settleWaiting(int slot, Throwable cause) {
+        List<NbdRequest> abandoned = List.of();
+        List<NbdRequest> onward = List.of();
+        synchronized (this) {
+            boolean othersReconnecting = false;
+            for (int i = 0; i < reconnecting.length; i++) {
+                othersReconnecting |= i != slot && reconnecting[i];
+            }
+            if (replaysDue > 0 || othersReconnecting) {
+                return;
+            }
+            if (session.anyUsable()) {
+                onward = takeWaiting();
+            } else {
+                abandoned = takeWaiting();
+            }
+        }
+        fail(abandoned, cause);
+        resend(onward);
+    }
+
     /** Attempt number {@code attempt} of the backoff (its delay); what it counts against the limit is less after quick drops. */
     private void attempt(int slot, int attempt, Throwable lastError) {
+        if (closedNow()) {
+            return; // what waited was failed by close()
+        }
         int counted = attempt - budgetOffset[slot];
         if (policy.exhausted(counted)) {
             LOG.severe("giving up reconnecting to " + session.uri() + " after " + counted + " attempts");
             NbdException cause = new NbdException("gave up reconnecting after " + counted + " attempts: "
                     + lastError.getMessage(), lastError);
-            List<NbdRequest> abandoned = List.of();
-            List<NbdRequest> onward = List.of();
             synchronized (this) {
                 reconnecting[slot] = false;
                 gaveUp = cause;
-                if (replaysDue > 0 || anyReconnecting()) {
-                    // They wait for the connection coming back (a replay's gate may be all that holds them).
-                } else if (session.anyUsable()) {
-                    onward = takeWaiting(); // the session's other connections take them
-                } else {
-                    abandoned = takeWaiting();
-                }
             }
-            fail(abandoned, cause);
-            resend(onward);
+            settleWaiting(slot, cause);
             return;
         }
         long delay = policy.delayBefore(attempt).toMillis();
@@ -215,8 +239,9 @@ final class Reconnector implements NbdConnection.LossListener {
                 }
                 if (cause instanceof NbdOptionException o && o.is(OptionReplyType.ERR_UNKNOWN)
                         || cause.getMessage() != null && cause.getMessage().startsWith("no such export")) {
-                    // The export vanished: what waits for it fails; later requests wait for it to come back.
-                    fail(takeWaiting(), cause);
+                    // The export vanished: what waits for it fails (unless another connection takes it);
+                    // later requests wait for it to come back.
+                    settleWaiting(slot, cause);
                 }
                 attempt(slot, attempt + 1, cause);
                 return;
@@ -250,10 +275,17 @@ final class Reconnector implements NbdConnection.LossListener {
         }
         previous.thenCompose(v -> othersQuiet(slot, connection))
                 .thenCompose(v -> replayThenAdopt(slot, connection, attempt, turn))
-                .whenComplete((v, e) -> {
-                    if (e != null) {
-                        LOG.log(java.util.logging.Level.SEVERE, "a journal replay failed unexpectedly", e);
+                .handle((v, e) -> {
+                    if (e == null) {
+                        return CompletableFuture.<Void>completedFuture(null);
                     }
+                    LOG.log(java.util.logging.Level.SEVERE, "a journal replay failed unexpectedly", e);
+                    return session.slotOf(connection) != slot && !closedNow()
+                            ? notAdopted(slot, connection, attempt, turn, NbdSession.unwrap(e), true)
+                            : CompletableFuture.<Void>completedFuture(null);
+                })
+                .thenCompose(f -> f)
+                .whenComplete((v, e) -> {
                     release(turn); // whatever happened, the gate must not stay closed for it
                     mine.complete(null);
                 });
@@ -284,7 +316,7 @@ final class Reconnector implements NbdConnection.LossListener {
             return;
         }
         // Connections retired by a refresh answer writes too; their journal entries must be in before the replay.
-        if (passingGate.get() == 0 && session.retirementsDone()) {
+        if (passingGate.get() == 0 && session.retiredConnectionsClosed()) {
             List<CompletableFuture<Boolean>> answers = new ArrayList<>();
             for (NbdConnection other : session.connectionsInSlots()) {
                 if (other != null && session.slotOf(other) != slot) {
@@ -312,6 +344,57 @@ final class Reconnector implements NbdConnection.LossListener {
         }
     }
 
+    /**
+     * The reconnected connection will not be used after all: it is closed and reconnecting goes
+     * on. With a turn at the gate, the turn is given back and what the gate held goes on to the
+     * other connections (or waits again if none is usable); completes when that is done. If
+     * its replay broke off, the server may now hold older bytes from the journal for some
+     * blocks: the journal is first written again whole on a connection that works.
+     */
+    private CompletableFuture<Void> notAdopted(int slot, NbdConnection connection, int attempt, Turn turn,
+            Throwable cause, boolean replayBrokeOff) {
+        connection.channel().close();
+        attempt(slot, attempt + 1, cause);
+        if (turn == null) {
+            return CompletableFuture.completedFuture(null); // one connection: everything waits for it anyway
+        }
+        CompletableFuture<Void> before = replayBrokeOff ? replayElsewhere() : CompletableFuture.completedFuture(null);
+        return before.handle((v, e) -> {
+            List<NbdRequest> held;
+            synchronized (this) {
+                releaseLocked(turn);
+                held = gateClosed ? List.of() : takeWaiting();
+            }
+            resend(held);
+            return null;
+        });
+    }
+
+    /**
+     * Writes the whole journal again on a usable connection (the others are quiet: the gate is
+     * closed), trying the next if one breaks. With none usable nothing can be sent before the
+     * next connection back writes it again first.
+     */
+    private CompletableFuture<Void> replayElsewhere() {
+        NbdConnection other = null;
+        for (NbdConnection c : session.connectionsInSlots()) {
+            if (c != null && c.isUsable()) {
+                other = c;
+                break;
+            }
+        }
+        List<WriteJournal.Entry> replay = other == null || closedNow() ? null : session.journalReplay();
+        if (replay == null || replay.isEmpty()) {
+            return CompletableFuture.completedFuture(null);
+        }
+        LOG.info("writing again on another connection the " + replay.size() + " writes acknowledged since the last "
+                + "flush: a replay broke off");
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        replayBatch(other, WriteJournal.batches(replay), 0, other.export(), done);
+        return done.handle((v, e) -> e == null || closedNow()
+                ? CompletableFuture.<Void>completedFuture(null) : replayElsewhere()).thenCompose(f -> f);
+    }
+
     private synchronized void release(Turn turn) {
         releaseLocked(turn);
     }
@@ -332,6 +415,11 @@ final class Reconnector implements NbdConnection.LossListener {
      * turn it had (null: none), given back here.
      */
     private CompletableFuture<Void> replayThenAdopt(int slot, NbdConnection connection, int attempt, Turn turn) {
+        if (closedNow()) {
+            release(turn);
+            connection.disconnect();
+            return CompletableFuture.completedFuture(null);
+        }
         ExportInfo before = session.export();
         ExportInfo now = connection.export();
         List<WriteJournal.Entry> replay = session.journalReplay();
@@ -352,28 +440,17 @@ final class Reconnector implements NbdConnection.LossListener {
             if (closedNow()) {
                 release(turn);
                 connection.disconnect();
-                return null;
+                return CompletableFuture.<Void>completedFuture(null);
             }
             if (error != null) {
                 Throwable cause = NbdSession.unwrap(error);
                 LOG.warning("writing again what was not flushed failed (" + cause.getMessage() + "); reconnecting again");
-                connection.channel().close();
-                if (turn != null) {
-                    // What the gate held goes on to the other connections (or waits again, if none is usable).
-                    List<NbdRequest> held;
-                    synchronized (this) {
-                        releaseLocked(turn);
-                        held = gateClosed ? List.of() : takeWaiting();
-                    }
-                    resend(held);
-                }
-                attempt(slot, attempt + 1, cause);
-                return null;
+                return notAdopted(slot, connection, attempt, turn, cause, true);
             }
             LOG.info("wrote again " + replay.size() + " writes (" + bytes + " bytes) acknowledged since the last flush");
             adopt(slot, connection, attempt, before, now, turn);
-            return null;
-        });
+            return CompletableFuture.<Void>completedFuture(null);
+        }).thenCompose(f -> f);
     }
 
     /** Sends one batch of journal entries (none overlapping), then the next once all are answered. */
@@ -381,6 +458,15 @@ final class Reconnector implements NbdConnection.LossListener {
             CompletableFuture<Void> done) {
         if (index == batches.size()) {
             done.complete(null);
+            return;
+        }
+        if (closedNow()) {
+            batches.subList(index, batches.size()).forEach(b -> b.forEach(e -> {
+                if (e.data() != null) {
+                    e.data().release();
+                }
+            }));
+            done.completeExceptionally(new NbdException("the session was closed"));
             return;
         }
         List<WriteJournal.Entry> batch = batches.get(index);
@@ -419,7 +505,7 @@ final class Reconnector implements NbdConnection.LossListener {
             if (!now.has(TransmissionFlag.SEND_FUA)) {
                 flags &= ~org.nbdroot.proto.wire.CommandFlag.FUA;
             }
-            connection.submit(new NbdRequest(e.command(), flags, e.offset(), e.length(), e.data(), (r, failure) -> {
+            NbdRequest request = new NbdRequest(e.command(), flags, e.offset(), e.length(), e.data(), (r, failure) -> {
                 // Refused by the server, or by the connection as its export cannot take it: not a lost connection.
                 if (failure instanceof org.nbdroot.proto.NbdServerErrorException || failure instanceof NbdUnsupportedException) {
                     LOG.severe("writing again the acknowledged " + e.describe() + " failed: " + failure.getMessage());
@@ -427,7 +513,9 @@ final class Reconnector implements NbdConnection.LossListener {
                     lost.compareAndSet(null, failure);
                 }
                 oneDone.run();
-            }));
+            });
+            request.replay = true;
+            connection.submit(request);
         }
         oneDone.run(); // the batch's own count: it completes even when nothing in it could be sent
     }
@@ -481,6 +569,13 @@ final class Reconnector implements NbdConnection.LossListener {
             connection.disconnect();
             return;
         }
+        if (!connection.isUsable()) {
+            // It broke while waiting for its turn; its loss, reported before it had a slot, went unheard.
+            // Its replay, if it had one, was answered whole: nothing to write again elsewhere.
+            notAdopted(slot, connection, attempt, turn, new NbdException("the connection closed before it was back in use"),
+                    false);
+            return;
+        }
         session.replace(slot, connection, now);
         if (closedNow()) {
             connection.disconnect(); // the session closed its connections just before this one took its slot
@@ -523,7 +618,7 @@ final class Reconnector implements NbdConnection.LossListener {
         }
         resend(sendable);
         if (!connection.isUsable() && !closedNow()) {
-            // It broke while waiting for its turn; its loss, reported before it had a slot, went unheard.
+            // It broke just as it took its slot; its loss, reported before, went unheard.
             connectionLost(connection, new NbdException("the connection closed before it was back in use"), List.of());
         }
     }
