@@ -35,9 +35,10 @@ MiB=1048576
 
 t attach
 if [ "$MODE" = data ]; then
-  check attach nbd 10.0.2.2 "$PORT" /dev/nbd0            # the daemon goes to the background
+  # An interpreted JVM under TCG on a busy host can take more than the default 10 s to handshake.
+  check attach nbd --handshake-timeout 60 10.0.2.2 "$PORT" /dev/nbd0            # the daemon goes to the background
 else
-  nbd -f 10.0.2.2 "$PORT" /dev/nbd0 > /tmp/daemon.out 2> /out/daemon.log &   # one JVM start less
+  nbd --handshake-timeout 60 -f 10.0.2.2 "$PORT" /dev/nbd0 > /tmp/daemon.out 2> /out/daemon.log &   # one JVM start less
   daemon=$!
   n=0
   while ! grep -q nbd0 /tmp/daemon.out 2>/dev/null && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
@@ -161,7 +162,7 @@ if [ "$MODE" = rescue ]; then
   check device-waits [ -e /sys/block/nbd0/pid ]
   sleep 2
   check load-waits-for-rescue [ ! -e /tmp/load.done ]
-  nbd rescue -f 10.0.2.2 "$PORT" /dev/nbd0 > /tmp/rescue.out 2> /out/rescue.log &
+  nbd rescue --handshake-timeout 60 -f 10.0.2.2 "$PORT" /dev/nbd0 > /tmp/rescue.out 2> /out/rescue.log &
   n=0
   while ! grep -q nbd0 /tmp/rescue.out 2>/dev/null && [ $n -lt 1200 ]; do sleep 0.1; n=$((n + 1)); done
   check rescued grep -q nbd0 /tmp/rescue.out
