@@ -71,6 +71,8 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     private NbdRequest finalFlush;
     /** Requests the server answered here, with data or an error (written on the event loop only). */
     private volatile long answered;
+    private static final java.util.concurrent.atomic.AtomicLongFieldUpdater<NbdConnection> ANSWERED =
+            java.util.concurrent.atomic.AtomicLongFieldUpdater.newUpdater(NbdConnection.class, "answered");
 
     NbdConnection(Channel channel, ExportInfo export) {
         this(channel, export, null);
@@ -536,7 +538,7 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
             return;
         }
         inFlightEstimate = inFlight.size();
-        answered = answered + 1; // one writer: the event loop
+        ANSWERED.lazySet(this, answered + 1); // one writer, the event loop; no fence on every reply
         if (failure != null) {
             fail(request, failure);
         } else {

@@ -166,13 +166,18 @@ public final class NbdSession implements AutoCloseable {
 
     /** Whether any connection in a slot can take requests now. */
     boolean anyUsable() {
+        return usableConnection() != null;
+    }
+
+    /** The first connection in a slot that can take requests now; null if none. */
+    NbdConnection usableConnection() {
         for (int i = 0; i < connections.length(); i++) {
             NbdConnection c = connections.get(i);
             if (c != null && c.isUsable()) {
-                return true;
+                return c;
             }
         }
-        return false;
+        return null;
     }
 
     /**

@@ -122,8 +122,12 @@ final class Reconnector implements NbdConnection.LossListener {
     }
 
     private boolean anyReconnecting() {
-        for (boolean r : reconnecting) {
-            if (r) {
+        return anyReconnectingBut(-1);
+    }
+
+    private boolean anyReconnectingBut(int slot) {
+        for (int i = 0; i < reconnecting.length; i++) {
+            if (i != slot && reconnecting[i]) {
                 return true;
             }
         }
@@ -196,11 +200,7 @@ final class Reconnector implements NbdConnection.LossListener {
         List<NbdRequest> abandoned = List.of();
         List<NbdRequest> onward = List.of();
         synchronized (this) {
-            boolean othersReconnecting = false;
-            for (int i = 0; i < reconnecting.length; i++) {
-                othersReconnecting |= i != slot && reconnecting[i];
-            }
-            if (replaysDue > 0 || othersReconnecting) {
+            if (replaysDue > 0 || anyReconnectingBut(slot)) {
                 return;
             }
             if (session.anyUsable()) {
@@ -376,13 +376,7 @@ final class Reconnector implements NbdConnection.LossListener {
      * next connection back writes it again first.
      */
     private CompletableFuture<Void> replayElsewhere() {
-        NbdConnection other = null;
-        for (NbdConnection c : session.connectionsInSlots()) {
-            if (c != null && c.isUsable()) {
-                other = c;
-                break;
-            }
-        }
+        NbdConnection other = session.usableConnection();
         List<WriteJournal.Entry> replay = other == null || closedNow() ? null : session.journalReplay();
         if (replay == null || replay.isEmpty()) {
             return CompletableFuture.completedFuture(null);
@@ -453,6 +447,15 @@ final class Reconnector implements NbdConnection.LossListener {
         }).thenCompose(f -> f);
     }
 
+    /** Releases the data of journal entries that will not be sent. */
+    private static void releaseData(List<List<WriteJournal.Entry>> batches) {
+        batches.forEach(b -> b.forEach(e -> {
+            if (e.data() != null) {
+                e.data().release();
+            }
+        }));
+    }
+
     /** Sends one batch of journal entries (none overlapping), then the next once all are answered. */
     private void replayBatch(NbdConnection connection, List<List<WriteJournal.Entry>> batches, int index, ExportInfo now,
             CompletableFuture<Void> done) {
@@ -461,11 +464,7 @@ final class Reconnector implements NbdConnection.LossListener {
             return;
         }
         if (closedNow()) {
-            batches.subList(index, batches.size()).forEach(b -> b.forEach(e -> {
-                if (e.data() != null) {
-                    e.data().release();
-                }
-            }));
+            releaseData(batches.subList(index, batches.size()));
             done.completeExceptionally(new NbdException("the session was closed"));
             return;
         }
@@ -477,11 +476,7 @@ final class Reconnector implements NbdConnection.LossListener {
                 if (lost.get() == null) {
                     replayBatch(connection, batches, index + 1, now, done);
                 } else {
-                    batches.subList(index + 1, batches.size()).forEach(b -> b.forEach(e -> {
-                        if (e.data() != null) {
-                            e.data().release();
-                        }
-                    }));
+                    releaseData(batches.subList(index + 1, batches.size()));
                     done.completeExceptionally(lost.get());
                 }
             }
