@@ -164,6 +164,11 @@ public final class NbdSession implements AutoCloseable {
         return options.requestTimeout();
     }
 
+    /** The reconnector, or null without reconnects (for tests of its races). */
+    Reconnector reconnector() {
+        return reconnector;
+    }
+
     /** Whether any connection in a slot can take requests now. */
     boolean anyUsable() {
         return usableConnection() != null;

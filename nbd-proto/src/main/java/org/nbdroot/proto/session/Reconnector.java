@@ -91,14 +91,23 @@ final class Reconnector implements NbdConnection.LossListener {
     void hold(NbdRequest request) {
         NbdException cause;
         synchronized (this) {
-            if (!closed && (gaveUp == null || anyReconnecting())) {
+            if (!closed && session.anyUsable()) {
+                // A connection came back after the caller found none: its adoption has already taken
+                // what waited here, so this request would wait for the next outage. It goes on instead.
+                cause = null;
+            } else if (!closed && (gaveUp == null || anyReconnecting())) {
                 waiting.addLast(request);
                 return;
+            } else {
+                // Nothing is reconnecting any more: waiting would be for ever.
+                cause = closed ? new NbdException("the session is closed") : gaveUp;
             }
-            // Nothing is reconnecting any more: waiting would be for ever.
-            cause = closed ? new NbdException("the session is closed") : gaveUp;
         }
-        fail(List.of(request), cause);
+        if (cause == null) {
+            session.submit(request);
+        } else {
+            fail(List.of(request), cause);
+        }
     }
 
     /** Sends {@code request} on through {@code route}, or holds it while the replay gate is closed. */
@@ -178,7 +187,13 @@ final class Reconnector implements NbdConnection.LossListener {
             }
         }
         if (failNow) {
-            fail(unanswered, cause);
+            if (!closedNow() && slot < 0) {
+                // A connection already replaced (its requests were picked just before it broke, and the
+                // reconnect was quicker than their sending): its successor takes them.
+                unanswered.forEach(session::submit);
+            } else {
+                fail(unanswered, cause);
+            }
             return;
         }
         if (start) {
