@@ -113,10 +113,7 @@ public final class NbdSession implements AutoCloseable {
             session[0].journal = journalFor(options.reconnect(), export);
             session[0].connections.set(0, first);
             first.setLossListener(session[0].reconnector);
-            if (session[0].reconnector != null && !first.isUsable()) {
-                // Lost between its handshake and now, before a listener could hear of it.
-                session[0].reconnector.connectionLost(first, new NbdException("connection lost"), List.of());
-            }
+            session[0].reconnectIfLostBeforeSlot(first);
             List<CompletableFuture<NbdConnection>> more = new ArrayList<>();
             for (int i = 1; i < wanted[0]; i++) {
                 more.add(openConnection(connector, uri, options, session[0].reconnector));
@@ -141,6 +138,7 @@ public final class NbdSession implements AutoCloseable {
                                 "the server described the export differently on a second connection"));
                     }
                     session[0].connections.set(i, c);
+                    session[0].reconnectIfLostBeforeSlot(c);
                 }
                 return session[0];
             });
@@ -331,6 +329,17 @@ public final class NbdSession implements AutoCloseable {
         return result.whenComplete((r, e) -> refreshing.set(false));
     }
 
+    /**
+     * A connection just put in its slot that broke after its handshake, before that: its loss was
+     * reported while it had no slot, so nothing heard it, and without this it would stay in its slot
+     * dead, with no reconnect (with one connection, every later request would wait for ever).
+     */
+    private void reconnectIfLostBeforeSlot(NbdConnection connection) {
+        if (reconnector != null && !connection.isUsable()) {
+            reconnector.connectionLost(connection, new NbdException("connection lost before it was put in use"), List.of());
+        }
+    }
+
     /** Puts fresh connections in the slots, then retires the old ones (see {@link NbdConnection#retire}). */
     private void swap(List<NbdConnection> fresh, ExportInfo now) {
         boolean flushes = !export.readOnly() && export.has(TransmissionFlag.SEND_FLUSH);
@@ -340,6 +349,7 @@ public final class NbdSession implements AutoCloseable {
         }
         // Slots first, then the size: a request checked against the new size never goes to an old connection.
         exportChanged(now);
+        fresh.forEach(this::reconnectIfLostBeforeSlot);
         List<CompletableFuture<Void>> done = new ArrayList<>();
         List<CompletableFuture<Void>> closings = new ArrayList<>();
         WriteJournal j = journal;

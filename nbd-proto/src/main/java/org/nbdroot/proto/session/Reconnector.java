@@ -189,8 +189,8 @@ final class Reconnector implements NbdConnection.LossListener {
         if (failNow) {
             if (!closedNow() && slot < 0) {
                 // A connection already replaced (its requests were picked just before it broke, and the
-                // reconnect was quicker than their sending): its successor takes them.
-                unanswered.forEach(session::submit);
+                // reconnect was quicker than their sending): its successor takes them, FLUSH last.
+                resend(unanswered);
             } else {
                 fail(unanswered, cause);
             }

@@ -61,6 +61,8 @@ class ReconnectRaceTest {
             return outcome.get(5, TimeUnit.SECONDS);
         } catch (java.util.concurrent.TimeoutException e) {
             throw new AssertionError("the request still waits: nothing will send it until the next outage");
+        } catch (java.util.concurrent.ExecutionException e) {
+            throw new AssertionError("the request failed while a connection could take it: " + e.getCause(), e);
         }
     }
 
