@@ -203,6 +203,14 @@ public final class NbdSession implements AutoCloseable {
         return j == null ? List.of() : j.replay();
     }
 
+    /** A FLUSH that covers every journal entry up to {@code seq} succeeded. */
+    void journalFlushed(long seq) {
+        WriteJournal j = journal;
+        if (j != null) {
+            j.flushed(seq);
+        }
+    }
+
     /** Writes acknowledged since the last FLUSH and kept for replay (0 when the session keeps none). */
     public long unflushedBytes() {
         WriteJournal j = journal;

@@ -398,9 +398,10 @@ final class Reconnector implements NbdConnection.LossListener {
         }
         LOG.info("writing again on another connection the " + replay.size() + " writes acknowledged since the last "
                 + "flush: a replay broke off");
+        long lastSeq = replay.get(replay.size() - 1).seq();
         CompletableFuture<Void> done = new CompletableFuture<>();
         replayBatch(other, WriteJournal.batches(replay), 0, other.export(), done);
-        return done.handle((v, e) -> e == null || closedNow()
+        return done.thenCompose(v -> flushReplayed(other, other.export(), lastSeq)).handle((v, e) -> e == null || closedNow()
                 ? CompletableFuture.<Void>completedFuture(null) : replayElsewhere()).thenCompose(f -> f);
     }
 
@@ -443,9 +444,10 @@ final class Reconnector implements NbdConnection.LossListener {
             return CompletableFuture.completedFuture(null);
         }
         long bytes = replay.stream().mapToLong(e -> e.data() == null ? 0 : e.length()).sum();
+        long lastSeq = replay.get(replay.size() - 1).seq();
         CompletableFuture<Void> done = new CompletableFuture<>();
         replayBatch(connection, WriteJournal.batches(replay), 0, now, done);
-        return done.handle((v, error) -> {
+        return done.thenCompose(v -> flushReplayed(connection, now, lastSeq)).handle((v, error) -> {
             if (closedNow()) {
                 release(turn);
                 connection.disconnect();
@@ -460,6 +462,35 @@ final class Reconnector implements NbdConnection.LossListener {
             adopt(slot, connection, attempt, before, now, turn);
             return CompletableFuture.<Void>completedFuture(null);
         }).thenCompose(f -> f);
+    }
+
+    /**
+     * After a replay, a FLUSH on the same connection makes what was written again durable, and the
+     * journal lets go of it: connections coming back after this one have nothing to write again,
+     * and a second restart of the server finds only what was written since. Fails only when the
+     * connection is lost (the replay then starts over); a FLUSH the server refuses leaves the
+     * journal as it was.
+     */
+    private CompletableFuture<Void> flushReplayed(NbdConnection connection, ExportInfo now, long lastSeq) {
+        if (now.readOnly() || !now.has(TransmissionFlag.SEND_FLUSH)) {
+            return CompletableFuture.completedFuture(null);
+        }
+        CompletableFuture<Void> flushed = new CompletableFuture<>();
+        NbdRequest flush = new NbdRequest(Command.FLUSH, 0, 0, 0, null, (r, failure) -> {
+            if (failure == null) {
+                session.journalFlushed(lastSeq);
+                flushed.complete(null);
+            } else if (failure instanceof org.nbdroot.proto.NbdServerErrorException || failure instanceof NbdUnsupportedException) {
+                LOG.warning("the FLUSH after writing again what was not flushed failed (" + failure.getMessage()
+                        + "): the writes stay kept for another replay");
+                flushed.complete(null);
+            } else {
+                flushed.completeExceptionally(failure);
+            }
+        });
+        flush.replay = true; // fails with its connection, like the replay's writes
+        connection.submit(flush);
+        return flushed;
     }
 
     /** Releases the data of journal entries that will not be sent. */

@@ -133,6 +133,56 @@ class UnflushedReplayTest {
      * in the second pass over the disk (every block written twice, some of it flushed), breaks
      * both. Each is written again on its way back, in turns; nothing acknowledged is lost.
      */
+    /**
+     * A replay ends with a FLUSH: what was written again is durable, and the journal lets go of it.
+     * A second restart, with no FLUSH from the caller in between, then loses nothing.
+     */
+    @Test
+    void aReplayEndsWithAFlushThatMakesItDurableAndEmptiesTheJournal() throws Exception {
+        Random random = new Random(36);
+        byte[] model = new byte[DISK];
+        try (ScriptedNbdServer server = server();
+                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(1 << 20))
+                        .get(10, TimeUnit.SECONDS)) {
+            for (int i = 0; i < 8; i++) {
+                write(session, model, (long) i * 65536, random(random, BLOCK));
+            }
+            assertEquals(8 * BLOCK, session.unflushedBytes());
+            server.crash();
+            awaitReconnects(session, 1);
+            assertEquals(0, session.unflushedBytes(), "the FLUSH after the replay emptied the journal");
+            byte[] left = server.crash(); // the disk as a second restart leaves it: what was made durable
+            assertEquals(-1, Arrays.mismatch(model, left), "what was written again was flushed");
+            awaitReconnects(session, 2);
+            assertReadsBack(session, model);
+        }
+    }
+
+    /** With two connections, the one that comes back second finds the journal empty: nothing is written a third time. */
+    @Test
+    void withTwoConnectionsTheJournalIsWrittenAgainOnceAfterACrash() throws Exception {
+        Random random = new Random(37);
+        byte[] model = new byte[DISK];
+        try (ScriptedNbdServer server = server();
+                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
+                        options(1 << 20).withConnections(2)).get(10, TimeUnit.SECONDS)) {
+            assertEquals(2, session.connectionCount());
+            List<Long> offsets = new java.util.ArrayList<>();
+            for (int i = 0; i < 8; i++) {
+                offsets.add((long) i * 65536);
+                write(session, model, (long) i * 65536, random(random, BLOCK));
+            }
+            server.crash();
+            awaitReconnects(session, 2);
+            assertEquals(-1, Arrays.mismatch(model, server.contents()));
+            for (long offset : offsets) {
+                long writes = server.requests().stream().filter(r -> r.type() == 1 && r.offset() == offset).count();
+                assertEquals(2, writes, "written, then written again once, at offset " + offset);
+            }
+            assertEquals(0, session.unflushedBytes());
+        }
+    }
+
     @Test
     void withTwoConnectionsACrashInTheMiddleOfAWriteLoadLosesNothing() throws Exception {
         byte[] model = new byte[DISK];
