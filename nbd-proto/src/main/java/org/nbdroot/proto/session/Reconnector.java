@@ -6,6 +6,7 @@ import java.util.Deque;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Consumer;
@@ -399,9 +400,10 @@ final class Reconnector implements NbdConnection.LossListener {
         LOG.info("writing again on another connection the " + replay.size() + " writes acknowledged since the last "
                 + "flush: a replay broke off");
         long lastSeq = replay.get(replay.size() - 1).seq();
+        AtomicBoolean refused = new AtomicBoolean();
         CompletableFuture<Void> done = new CompletableFuture<>();
-        replayBatch(other, WriteJournal.batches(replay), 0, other.export(), done);
-        return done.thenCompose(v -> flushReplayed(other, other.export(), lastSeq)).handle((v, e) -> e == null || closedNow()
+        replayBatch(other, WriteJournal.batches(replay), 0, other.export(), refused, done);
+        return done.thenCompose(v -> flushReplayed(other, other.export(), refused.get() ? -1 : lastSeq)).handle((v, e) -> e == null || closedNow()
                 ? CompletableFuture.<Void>completedFuture(null) : replayElsewhere()).thenCompose(f -> f);
     }
 
@@ -445,9 +447,10 @@ final class Reconnector implements NbdConnection.LossListener {
         }
         long bytes = replay.stream().mapToLong(e -> e.data() == null ? 0 : e.length()).sum();
         long lastSeq = replay.get(replay.size() - 1).seq();
+        AtomicBoolean refused = new AtomicBoolean();
         CompletableFuture<Void> done = new CompletableFuture<>();
-        replayBatch(connection, WriteJournal.batches(replay), 0, now, done);
-        return done.thenCompose(v -> flushReplayed(connection, now, lastSeq)).handle((v, error) -> {
+        replayBatch(connection, WriteJournal.batches(replay), 0, now, refused, done);
+        return done.thenCompose(v -> flushReplayed(connection, now, refused.get() ? -1 : lastSeq)).handle((v, error) -> {
             if (closedNow()) {
                 release(turn);
                 connection.disconnect();
@@ -469,10 +472,11 @@ final class Reconnector implements NbdConnection.LossListener {
      * journal lets go of it: connections coming back after this one have nothing to write again,
      * and a second restart of the server finds only what was written since. Fails only when the
      * connection is lost (the replay then starts over); a FLUSH the server refuses leaves the
-     * journal as it was.
+     * journal as it was. {@code lastSeq} -1: the server refused one of the writes, so the journal
+     * must keep them all (no FLUSH).
      */
     private CompletableFuture<Void> flushReplayed(NbdConnection connection, ExportInfo now, long lastSeq) {
-        if (now.readOnly() || !now.has(TransmissionFlag.SEND_FLUSH)) {
+        if (lastSeq < 0 || now.readOnly() || !now.has(TransmissionFlag.SEND_FLUSH)) {
             return CompletableFuture.completedFuture(null);
         }
         CompletableFuture<Void> flushed = new CompletableFuture<>();
@@ -504,7 +508,7 @@ final class Reconnector implements NbdConnection.LossListener {
 
     /** Sends one batch of journal entries (none overlapping), then the next once all are answered. */
     private void replayBatch(NbdConnection connection, List<List<WriteJournal.Entry>> batches, int index, ExportInfo now,
-            CompletableFuture<Void> done) {
+            AtomicBoolean refused, CompletableFuture<Void> done) {
         if (index == batches.size()) {
             done.complete(null);
             return;
@@ -520,7 +524,7 @@ final class Reconnector implements NbdConnection.LossListener {
         Runnable oneDone = () -> {
             if (remaining.decrementAndGet() == 0) {
                 if (lost.get() == null) {
-                    replayBatch(connection, batches, index + 1, now, done);
+                    replayBatch(connection, batches, index + 1, now, refused, done);
                 } else {
                     releaseData(batches.subList(index + 1, batches.size()));
                     done.completeExceptionally(lost.get());
@@ -550,6 +554,7 @@ final class Reconnector implements NbdConnection.LossListener {
                 // Refused by the server, or by the connection as its export cannot take it: not a lost connection.
                 if (failure instanceof org.nbdroot.proto.NbdServerErrorException || failure instanceof NbdUnsupportedException) {
                     LOG.severe("writing again the acknowledged " + e.describe() + " failed: " + failure.getMessage());
+                    refused.set(true); // it stays in the journal: the next replay tries it again
                 } else if (failure != null) {
                     lost.compareAndSet(null, failure);
                 }

@@ -129,11 +129,6 @@ class UnflushedReplayTest {
     }
 
     /**
-     * Two connections (the server sets can_multi_conn): one journal for both, and the crash,
-     * in the second pass over the disk (every block written twice, some of it flushed), breaks
-     * both. Each is written again on its way back, in turns; nothing acknowledged is lost.
-     */
-    /**
      * A replay ends with a FLUSH: what was written again is durable, and the journal lets go of it.
      * A second restart, with no FLUSH from the caller in between, then loses nothing.
      */
@@ -155,6 +150,29 @@ class UnflushedReplayTest {
             assertEquals(-1, Arrays.mismatch(model, left), "what was written again was flushed");
             awaitReconnects(session, 2);
             assertReadsBack(session, model);
+        }
+    }
+
+    /**
+     * A replayed write the server refuses was not written again: the journal keeps everything
+     * (no FLUSH after that replay), so the next replay writes it again.
+     */
+    @Test
+    void aReplayWithAWriteTheServerRefusedKeepsTheJournal() throws Exception {
+        Random random = new Random(38);
+        byte[] model = new byte[DISK];
+        try (ScriptedNbdServer server = server();
+                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(1 << 20))
+                        .get(10, TimeUnit.SECONDS)) {
+            write(session, model, 0, random(random, BLOCK));
+            write(session, model, 65536, random(random, BLOCK));
+            server.armFault(ScriptedNbdServer.Fault.SIMPLE_ERROR); // the first replayed write: EIO, not written
+            server.crash();
+            awaitReconnects(session, 1);
+            assertEquals(2 * BLOCK, session.unflushedBytes(), "both writes still kept for replay");
+            server.crash();
+            awaitReconnects(session, 2);
+            assertEquals(-1, Arrays.mismatch(model, server.contents()), "the refused write was written by the next replay");
         }
     }
 
@@ -183,6 +201,12 @@ class UnflushedReplayTest {
         }
     }
 
+    /**
+     * Two connections (the server sets can_multi_conn): one journal for both, and the crash,
+     * in the second pass over the disk (every block written twice, some of it flushed), breaks
+     * both. The first back writes the journal again (the other waits its turn); nothing
+     * acknowledged is lost.
+     */
     @Test
     void withTwoConnectionsACrashInTheMiddleOfAWriteLoadLosesNothing() throws Exception {
         byte[] model = new byte[DISK];
