@@ -1,6 +1,8 @@
 package org.nbdroot.proto.session;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.netty.buffer.ByteBufUtil;
 import io.netty.buffer.Unpooled;
@@ -90,6 +92,36 @@ class ReconnectRaceTest {
             session.reconnector().connectionLost(replaced, new NbdException("connection reset"),
                     List.of(readOfBlockZero(outcome)));
             assertArrayEquals(block, outcomeOf(outcome), "the read went to the connection in use, not failed");
+        }
+    }
+
+    /**
+     * One of three connections closes right after its handshake while the last one's handshake is
+     * still going: it is dead before the session puts it in its slot. It must be reconnected
+     * there (it used to stay in its slot dead, with no reconnect, and the session went on with two).
+     */
+    @Test
+    void aConnectionLostBeforeItHadItsSlotIsReconnected() throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).start()) {
+            server.armFault(ScriptedNbdServer.Fault.CLOSE_AFTER_HANDSHAKE, 2);
+            server.armFault(ScriptedNbdServer.Fault.SLOW_HANDSHAKE, 3);
+            SessionOptions options = SessionOptions.DEFAULT.withConnections(3)
+                    .withReconnect(new ReconnectPolicy(Duration.ofMillis(20), Duration.ofMillis(200), 0));
+            try (NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options)
+                    .get(10, TimeUnit.SECONDS)) {
+                assertEquals(3, session.connectionCount());
+                assertTrue(server.firedFaults().containsAll(List.of(ScriptedNbdServer.Fault.CLOSE_AFTER_HANDSHAKE,
+                        ScriptedNbdServer.Fault.SLOW_HANDSHAKE)), "both faults fired: " + server.firedFaults());
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+                while (session.reconnects() < 1 && System.nanoTime() < deadline) {
+                    Thread.sleep(10);
+                }
+                assertEquals(1, session.reconnects(), "the connection lost before it had its slot was opened again");
+                assertEquals(3, server.openConnections());
+                for (int i = 0; i < 6; i++) {
+                    session.read((long) i * 4096, 4096).get(10, TimeUnit.SECONDS).release();
+                }
+            }
         }
     }
 }

@@ -132,7 +132,11 @@ public final class ScriptedNbdServer implements AutoCloseable {
         /** An oldstyle greeting ({@code NBDMAGIC}, {@code 0x00420281861253}, size, flags, 124 zeroes). */
         OLDSTYLE_GREETING(true),
         /** The newstyle greeting, then silence with the socket open. */
-        STALL_HANDSHAKE(true);
+        STALL_HANDSHAKE(true),
+        /** The greeting 700 ms late, then a normal handshake. */
+        SLOW_HANDSHAKE(true),
+        /** A normal handshake, then the socket closes before any request. */
+        CLOSE_AFTER_HANDSHAKE(true);
 
         private final boolean handshake;
 
@@ -616,7 +620,11 @@ public final class ScriptedNbdServer implements AutoCloseable {
                 out = new DataOutputStream(new BufferedOutputStream(socket.getOutputStream(), 64 * 1024));
                 random = new Random(seed + id);
                 if (handshake()) {
-                    transmission();
+                    if (takeHandshakeFault(Fault.CLOSE_AFTER_HANDSHAKE)) {
+                        out.flush(); // the client has its export; then the connection ends
+                    } else {
+                        transmission();
+                    }
                 }
             } catch (IOException e) {
                 // The client went away, the server closed, or a fault ended the session.
@@ -664,6 +672,14 @@ public final class ScriptedNbdServer implements AutoCloseable {
                 }
             }
 
+            if (takeHandshakeFault(Fault.SLOW_HANDSHAKE)) {
+                try {
+                    Thread.sleep(700);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return false;
+                }
+            }
             if (handshakeFault == Fault.OLDSTYLE_GREETING) {
                 fired(handshakeFault);
                 out.writeLong(NBDMAGIC);
