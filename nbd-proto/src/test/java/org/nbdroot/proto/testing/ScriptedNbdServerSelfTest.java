@@ -22,6 +22,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.BitSet;
 import java.util.List;
+import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -254,7 +255,7 @@ class ScriptedNbdServerSelfTest {
     @ParameterizedTest
     @EnumSource(value = Fault.class, names = {"OLDSTYLE_GREETING", "STALL_HANDSHAKE", "OVERLONG_STRING",
             "SIZE_NOT_MULTIPLE_OF_MIN_BLOCK", "BAD_OPTION_REPLY_MAGIC", "OPTION_REPLY_FOR_OTHER_OPTION",
-            "HUGE_OPTION_REPLY_LENGTH"}, mode = EnumSource.Mode.EXCLUDE)
+            "HUGE_OPTION_REPLY_LENGTH", "SLOW_HANDSHAKE", "CLOSE_AFTER_HANDSHAKE"}, mode = EnumSource.Mode.EXCLUDE)
     void everyTransmissionFaultShowsOnTheWire(Fault fault) throws Exception {
         boolean structured = fault != Fault.STRUCTURED_REPLY_NOT_NEGOTIATED && fault != Fault.SIMPLE_ERROR;
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(4096).start();
@@ -420,6 +421,29 @@ class ScriptedNbdServerSelfTest {
                 }
             }
             assertEquals(List.of(fault), server.firedFaults());
+            assertEquals(List.of(), server.violations());
+        }
+    }
+
+    @Test
+    void aSlowHandshakeGreetsLateAndACloseAfterHandshakeEndsTheConnectionRightAfterGo() throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(4096).start()) {
+            server.armFault(Fault.SLOW_HANDSHAKE, 1);
+            server.armFault(Fault.CLOSE_AFTER_HANDSHAKE, 2);
+            long start = System.nanoTime();
+            try (RawClient c = new RawClient(server.port())) {
+                c.greet(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+                assertTrue(System.nanoTime() - start >= TimeUnit.MILLISECONDS.toNanos(600), "the greeting came late");
+            }
+            try (RawClient c = new RawClient(server.port())) {
+                c.greet(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+                c.option(NBD_OPT_GO, goRequest(""));
+                while (c.optionReply(NBD_OPT_GO).type() != NBD_REP_ACK) {
+                    // skip NBD_REP_INFO
+                }
+                assertEquals(-1, c.in.read(), "closed once the handshake was done");
+            }
+            assertEquals(List.of(Fault.SLOW_HANDSHAKE, Fault.CLOSE_AFTER_HANDSHAKE), server.firedFaults());
             assertEquals(List.of(), server.violations());
         }
     }
