@@ -41,6 +41,10 @@ class UnflushedReplayTest {
         return ScriptedNbdServer.builder().size(DISK).volatileWriteCache().start();
     }
 
+    private static NbdSession connect(ScriptedNbdServer server, SessionOptions options) throws Exception {
+        return NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options).get(10, TimeUnit.SECONDS);
+    }
+
     private static void write(NbdSession session, byte[] model, long offset, byte[] data) throws Exception {
         session.write(offset, Unpooled.wrappedBuffer(data.clone()), false).get(10, TimeUnit.SECONDS);
         System.arraycopy(data, 0, model, (int) offset, data.length);
@@ -75,8 +79,7 @@ class UnflushedReplayTest {
         Random random = new Random(31);
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = server();
-                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(1 << 20))
-                        .get(10, TimeUnit.SECONDS)) {
+                NbdSession session = connect(server, options(1 << 20))) {
             write(session, model, 0, random(random, 256 << 10));
             session.flush().get(10, TimeUnit.SECONDS);
             assertEquals(0, session.unflushedBytes(), "a flush empties the journal");
@@ -114,8 +117,7 @@ class UnflushedReplayTest {
     void aCrashInTheMiddleOfAWriteLoadLosesNothing() throws Exception {
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = server();
-                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(64 << 20))
-                        .get(10, TimeUnit.SECONDS)) {
+                NbdSession session = connect(server, options(64 << 20))) {
             int count = DISK / BLOCK; // each block once: writes in flight together may land in any order
             WriteLoad load = new WriteLoad(session, model, 32)
                     .at(count / 3, () -> session.flush().get(10, TimeUnit.SECONDS)) // some of it durable, the rest not
@@ -137,8 +139,7 @@ class UnflushedReplayTest {
         Random random = new Random(36);
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = server();
-                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(1 << 20))
-                        .get(10, TimeUnit.SECONDS)) {
+                NbdSession session = connect(server, options(1 << 20))) {
             for (int i = 0; i < 8; i++) {
                 write(session, model, (long) i * 65536, random(random, BLOCK));
             }
@@ -162,8 +163,7 @@ class UnflushedReplayTest {
         Random random = new Random(38);
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = server();
-                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(1 << 20))
-                        .get(10, TimeUnit.SECONDS)) {
+                NbdSession session = connect(server, options(1 << 20))) {
             write(session, model, 0, random(random, BLOCK));
             write(session, model, 65536, random(random, BLOCK));
             server.armFault(ScriptedNbdServer.Fault.SIMPLE_ERROR); // the first replayed write: EIO, not written
@@ -182,8 +182,7 @@ class UnflushedReplayTest {
         Random random = new Random(37);
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = server();
-                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
-                        options(1 << 20).withConnections(2)).get(10, TimeUnit.SECONDS)) {
+                NbdSession session = connect(server, options(1 << 20).withConnections(2))) {
             assertEquals(2, session.connectionCount());
             List<Long> offsets = new java.util.ArrayList<>();
             for (int i = 0; i < 8; i++) {
@@ -211,8 +210,7 @@ class UnflushedReplayTest {
     void withTwoConnectionsACrashInTheMiddleOfAWriteLoadLosesNothing() throws Exception {
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = server();
-                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
-                        options(64 << 20).withConnections(2)).get(10, TimeUnit.SECONDS)) {
+                NbdSession session = connect(server, options(64 << 20).withConnections(2))) {
             assertEquals(2, session.connectionCount());
             int count = DISK / BLOCK;
             WriteLoad load = new WriteLoad(session, model, 36)
@@ -239,8 +237,7 @@ class UnflushedReplayTest {
     void withTwoConnectionsAReplayAfterOneDropsNeverPutsOlderBytesOverNewer() throws Exception {
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = server();
-                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
-                        options(64 << 20).withConnections(2)).get(10, TimeUnit.SECONDS)) {
+                NbdSession session = connect(server, options(64 << 20).withConnections(2))) {
             int count = DISK / BLOCK;
             for (int k = 1; k <= 5; k++) {
                 server.armFault(ScriptedNbdServer.Fault.CLOSE_MID_REPLY, k * count / 2);
@@ -261,8 +258,7 @@ class UnflushedReplayTest {
         Random random = new Random(33);
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = server();
-                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(0))
-                        .get(10, TimeUnit.SECONDS)) {
+                NbdSession session = connect(server, options(0))) {
             write(session, model, 0, random(random, 64 << 10));
             assertEquals(0, session.unflushedBytes(), "nothing kept");
             server.crash();
@@ -277,8 +273,7 @@ class UnflushedReplayTest {
         byte[] model = new byte[DISK];
         int limit = 256 << 10;
         try (ScriptedNbdServer server = server();
-                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(limit))
-                        .get(10, TimeUnit.SECONDS)) {
+                NbdSession session = connect(server, options(limit))) {
             // Past half the limit, the session flushes by itself.
             for (int i = 0; i < 48; i++) {
                 write(session, model, (long) i * BLOCK, random(random, BLOCK));
@@ -308,8 +303,7 @@ class UnflushedReplayTest {
         Random random = new Random(35);
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = server();
-                NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options(1 << 20))
-                        .get(10, TimeUnit.SECONDS)) {
+                NbdSession session = connect(server, options(1 << 20))) {
             // Like a device bridge: one buffer, each request read into it once the previous one completed.
             ByteBuf reused = Unpooled.buffer(BLOCK, BLOCK);
             for (int i = 0; i < 8; i++) {
