@@ -399,11 +399,7 @@ final class Reconnector implements NbdConnection.LossListener {
         }
         LOG.info("writing again on another connection the " + replay.size() + " writes acknowledged since the last "
                 + "flush: a replay broke off");
-        long lastSeq = replay.get(replay.size() - 1).seq();
-        AtomicBoolean refused = new AtomicBoolean();
-        CompletableFuture<Void> done = new CompletableFuture<>();
-        replayBatch(other, WriteJournal.batches(replay), 0, other.export(), refused, done);
-        return done.thenCompose(v -> flushReplayed(other, other.export(), refused.get() ? -1 : lastSeq)).handle((v, e) -> e == null || closedNow()
+        return writeAgain(other, replay, other.export()).handle((v, e) -> e == null || closedNow()
                 ? CompletableFuture.<Void>completedFuture(null) : replayElsewhere()).thenCompose(f -> f);
     }
 
@@ -446,11 +442,7 @@ final class Reconnector implements NbdConnection.LossListener {
             return CompletableFuture.completedFuture(null);
         }
         long bytes = replay.stream().mapToLong(e -> e.data() == null ? 0 : e.length()).sum();
-        long lastSeq = replay.get(replay.size() - 1).seq();
-        AtomicBoolean refused = new AtomicBoolean();
-        CompletableFuture<Void> done = new CompletableFuture<>();
-        replayBatch(connection, WriteJournal.batches(replay), 0, now, refused, done);
-        return done.thenCompose(v -> flushReplayed(connection, now, refused.get() ? -1 : lastSeq)).handle((v, error) -> {
+        return writeAgain(connection, replay, now).handle((v, error) -> {
             if (closedNow()) {
                 release(turn);
                 connection.disconnect();
@@ -468,17 +460,23 @@ final class Reconnector implements NbdConnection.LossListener {
     }
 
     /**
-     * After a replay, a FLUSH on the same connection makes what was written again durable, and the
-     * journal lets go of it: connections coming back after this one have nothing to write again,
-     * and a second restart of the server finds only what was written since. Fails only when the
-     * connection is lost (the replay then starts over); a FLUSH the server refuses leaves the
-     * journal as it was. {@code lastSeq} -1: the server refused one of the writes, so the journal
-     * must keep them all (no FLUSH).
+     * Writes {@code replay} (the journal's entries) again on {@code connection}, then FLUSHes there,
+     * which makes them durable and lets the journal go of them: connections coming back after this
+     * one have nothing to write again, and a second restart of the server finds only what was
+     * written since. When the server refused one of the writes (or refuses the FLUSH), the journal
+     * keeps them all for the next replay. Fails only when the connection is lost.
      */
-    private CompletableFuture<Void> flushReplayed(NbdConnection connection, ExportInfo now, long lastSeq) {
-        if (lastSeq < 0 || now.readOnly() || !now.has(TransmissionFlag.SEND_FLUSH)) {
-            return CompletableFuture.completedFuture(null);
-        }
+    private CompletableFuture<Void> writeAgain(NbdConnection connection, List<WriteJournal.Entry> replay, ExportInfo now) {
+        long lastSeq = replay.get(replay.size() - 1).seq();
+        AtomicBoolean refused = new AtomicBoolean();
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        replayBatch(connection, WriteJournal.batches(replay), 0, now, refused, done);
+        return done.thenCompose(v -> refused.get() || now.readOnly() || !now.has(TransmissionFlag.SEND_FLUSH)
+                ? CompletableFuture.completedFuture(null) : flushReplayed(connection, lastSeq));
+    }
+
+    /** The FLUSH that ends a replay; on success the journal lets go of every entry up to {@code lastSeq}. */
+    private CompletableFuture<Void> flushReplayed(NbdConnection connection, long lastSeq) {
         CompletableFuture<Void> flushed = new CompletableFuture<>();
         NbdRequest flush = new NbdRequest(Command.FLUSH, 0, 0, 0, null, (r, failure) -> {
             if (failure == null) {

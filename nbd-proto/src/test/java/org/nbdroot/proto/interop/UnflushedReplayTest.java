@@ -12,6 +12,8 @@ import java.util.List;
 import java.util.Random;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.junit.jupiter.api.extension.RegisterExtension;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.session.ReconnectPolicy;
@@ -155,24 +157,28 @@ class UnflushedReplayTest {
     }
 
     /**
-     * A replayed write the server refuses was not written again: the journal keeps everything
-     * (no FLUSH after that replay), so the next replay writes it again.
+     * A replayed write the server refuses was not written again, and a refused FLUSH made nothing
+     * durable: either way the journal keeps everything, so the next replay writes it all again.
+     * {@code refused}: which request after the crash gets EIO (1: the first replayed write;
+     * 3: the FLUSH after both).
      */
-    @Test
-    void aReplayWithAWriteTheServerRefusedKeepsTheJournal() throws Exception {
+    @ParameterizedTest
+    @ValueSource(ints = {1, 3})
+    void aReplayWithARequestTheServerRefusedKeepsTheJournal(int refused) throws Exception {
         Random random = new Random(38);
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = server();
                 NbdSession session = connect(server, options(1 << 20))) {
             write(session, model, 0, random(random, BLOCK));
             write(session, model, 65536, random(random, BLOCK));
-            server.armFault(ScriptedNbdServer.Fault.SIMPLE_ERROR); // the first replayed write: EIO, not written
+            server.armFault(ScriptedNbdServer.Fault.SIMPLE_ERROR, refused); // EIO, not executed
             server.crash();
             awaitReconnects(session, 1);
+            assertEquals(List.of(ScriptedNbdServer.Fault.SIMPLE_ERROR), server.firedFaults());
             assertEquals(2 * BLOCK, session.unflushedBytes(), "both writes still kept for replay");
             server.crash();
             awaitReconnects(session, 2);
-            assertEquals(-1, Arrays.mismatch(model, server.contents()), "the refused write was written by the next replay");
+            assertEquals(-1, Arrays.mismatch(model, server.contents()), "the next replay wrote everything again");
         }
     }
 
