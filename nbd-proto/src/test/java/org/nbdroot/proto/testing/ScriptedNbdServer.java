@@ -605,6 +605,9 @@ public final class ScriptedNbdServer implements AutoCloseable {
         Connection(int id, Socket socket) {
             this.id = id;
             this.socket = socket;
+            // Claimed here, on the accepting thread, in accept order: claimed in run(), the third
+            // connection's thread could take the fault armed for the second.
+            this.handshakeFault = claimHandshakeFault(id);
             this.thread = new Thread(this::run, "scripted-nbd-" + port() + "-conn-" + id);
             thread.setDaemon(true);
             synchronized (disk) {
@@ -661,7 +664,6 @@ public final class ScriptedNbdServer implements AutoCloseable {
 
         /** Runs option haggling; true when transmission begins. */
         boolean handshake() throws IOException {
-            handshakeFault = claimHandshakeFault(id);
             minimum = minimumBlockSize;
             maximum = maximumBlockSize;
             if (handshakeFault == Fault.SIZE_NOT_MULTIPLE_OF_MIN_BLOCK) {
