@@ -654,6 +654,10 @@ public final class ScriptedNbdServer implements AutoCloseable {
         void drain() throws IOException {
             out.flush();
             socket.setSoTimeout(0);
+            drainInput();
+        }
+
+        private void drainInput() throws IOException {
             byte[] sink = new byte[4096];
             while (rawIn.read(sink) >= 0) {
                 // discard
@@ -1106,9 +1110,14 @@ public final class ScriptedNbdServer implements AutoCloseable {
                     payload = new byte[(int) length];
                     in.readFully(payload);
                 }
-                long sequence;
+                Fault fault = null;
                 synchronized (lock) {
-                    sequence = ++requestSequence;
+                    long sequence = ++requestSequence;
+                    // Claimed with its number: claimed later, another connection's request, numbered
+                    // after this one, could take the fault armed for this one.
+                    if (!stalled && validate(request) == null) {
+                        fault = claimTransmissionFault(sequence, f -> applies(f, request));
+                    }
                 }
                 if (stalled) {
                     continue;
@@ -1117,7 +1126,7 @@ public final class ScriptedNbdServer implements AutoCloseable {
                     violation(commandName(type) + " reuses handle " + hex(handle) + " which is still in flight");
                 }
                 handlesSeen.add(handle);
-                Reply reply = execute(request, payload, sequence);
+                Reply reply = execute(request, payload, fault);
                 if (reply != null) {
                     window.addLast(reply);
                 }
@@ -1160,7 +1169,16 @@ public final class ScriptedNbdServer implements AutoCloseable {
                 }
                 requestOffsets.remove(reply.handle());
                 if (reply.closeAfter()) {
+                    // An end of stream, never a reset: closing with requests still unread would send
+                    // an RST, and the client would see "connection reset" instead of the close.
                     out.flush();
+                    socket.shutdownOutput();
+                    socket.setSoTimeout(10_000);
+                    try {
+                        drainInput();
+                    } catch (java.net.SocketTimeoutException e) {
+                        // the client kept the connection open; close it anyway
+                    }
                     socket.close();
                     throw new EOFException("fault closed the connection");
                 }
@@ -1168,15 +1186,14 @@ public final class ScriptedNbdServer implements AutoCloseable {
             out.flush();
         }
 
-        /** Validates, applies any armed fault, executes; null when no reply is to be sent. */
-        Reply execute(ScriptedRequest r, byte[] payload, long sequence) {
+        /** Validates, applies the fault claimed for it (if any), executes; null when no reply is to be sent. */
+        Reply execute(ScriptedRequest r, byte[] payload, Fault fault) {
             Invalid invalid = validate(r);
             if (invalid != null) {
                 violation(commandName(r.type()) + " (handle " + hex(r.handle()) + ", offset "
                         + Long.toUnsignedString(r.offset()) + ", length " + r.length() + "): " + invalid.why());
                 return errorReply(r, invalid.errno(), invalid.why());
             }
-            Fault fault = claimTransmissionFault(sequence, f -> applies(f, r));
             if (fault != null) {
                 fired(fault);
                 switch (fault) {
