@@ -731,6 +731,7 @@ class HandshakerTest {
 
     private void start(HandshakePlan plan) {
         ch = new EmbeddedChannel();
+        ch.freezeTime(); // only advanceTimeBy moves it: the real clock would fire the 500 ms timeout in a slow test
         ch.config().setAllocator(alloc);
         result = ch.eventLoop().newPromise();
         ch.pipeline().addLast(new Handshaker(plan, result, (ctx, r) -> installed.add(r)));
