@@ -44,10 +44,10 @@ public final class EngineExtension implements BeforeAllCallback, AfterAllCallbac
         return connector;
     }
 
-    /** The failure a future ends with; a success (its buffer released) or no answer within 10 s fails the test. */
+    /** The failure a future ends with; a success (its buffer released) or no answer within 30 s fails the test. */
     public static Throwable failureOf(CompletableFuture<?> future) throws InterruptedException {
         try {
-            Object value = future.get(10, TimeUnit.SECONDS);
+            Object value = future.get(30, TimeUnit.SECONDS);
             if (value instanceof ByteBuf b) {
                 b.release();
             }
@@ -55,7 +55,7 @@ public final class EngineExtension implements BeforeAllCallback, AfterAllCallbac
         } catch (ExecutionException e) {
             return e.getCause();
         } catch (TimeoutException e) {
-            throw new AssertionError("no answer within 10 s: the client hangs", e);
+            throw new AssertionError("no answer within 30 s: the client hangs", e);
         }
     }
 }

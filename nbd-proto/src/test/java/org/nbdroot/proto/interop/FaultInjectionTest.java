@@ -193,13 +193,14 @@ class FaultInjectionTest {
 
     // ---- 4. A slow server ----
 
-    static final Duration DELAY = Duration.ofSeconds(3);
+    static final Duration DELAY = Duration.ofSeconds(2);
 
     @Test
     void repliesSlowerThanUsualButWithinTheTimeoutAreWaitedFor() throws Exception {
         Path file = disk();
         // Threads for every request in flight: queued behind the delay, a request would wait twice as long.
-        SessionOptions options = SessionOptions.DEFAULT.withRequestTimeout(Duration.ofSeconds(5))
+        // 4 s over the delay: on a loaded host a reply may come a few seconds later still.
+        SessionOptions options = SessionOptions.DEFAULT.withRequestTimeout(DELAY.multipliedBy(3))
                 .withReconnect(ReconnectPolicy.FOREVER);
         WriteLoad load;
         try (PeerServer server = nbdkitFile(file, List.of("--threads=64", "--filter=delay"),

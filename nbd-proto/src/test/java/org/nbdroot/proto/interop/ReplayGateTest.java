@@ -31,7 +31,7 @@ class ReplayGateTest {
     private static final int DISK = 1 << 20;
 
     private static NbdSession connect(ScriptedNbdServer server) throws Exception {
-        SessionOptions options = SessionOptions.DEFAULT.withConnections(2).withRequestTimeout(Duration.ofSeconds(3))
+        SessionOptions options = SessionOptions.DEFAULT.withConnections(2).withRequestTimeout(Duration.ofSeconds(10))
                 .withReconnect(new ReconnectPolicy(Duration.ofMillis(20), Duration.ofMillis(200), 0));
         NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()), options)
                 .get(10, TimeUnit.SECONDS);
@@ -69,14 +69,15 @@ class ReplayGateTest {
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).volatileWriteCache().start()) {
             NbdSession session = connect(server);
             CompletableFuture<ByteBuf> stalled = closeTheGate(server, session);
-            session.disconnect().get(10, TimeUnit.SECONDS); // waits for the stalled read: up to the request timeout
+            session.disconnect().get(30, TimeUnit.SECONDS); // waits for the stalled read: up to the request timeout
             Throwable later = EngineExtension.failureOf(session.read(8192, 4096));
             assertTrue(later.getMessage().contains("closed"), later.getMessage());
             EngineExtension.failureOf(stalled);
             Thread.sleep(300); // the connection that waited at the gate must not be put back in use
             Throwable after = EngineExtension.failureOf(session.read(8192, 4096));
             assertTrue(after.getMessage().contains("closed"), after.getMessage());
-            assertEquals(0, server.openConnections(), "every connection of the closed session is closed");
+            assertTrue(server.awaitIdle(Duration.ofSeconds(10)), "every connection of the closed session is closed: "
+                    + server.openConnections() + " open");
         }
     }
 

