@@ -129,7 +129,7 @@ final class AbstractSocket implements AutoCloseable {
         server.close();
         isAlive(device);
         try {
-            thread.join(2000);
+            thread.join(10_000); // bounded: a daemon's exit must not hang on its control socket
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }

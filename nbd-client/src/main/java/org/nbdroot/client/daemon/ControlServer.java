@@ -130,19 +130,34 @@ public final class ControlServer implements AutoCloseable {
         }
     }
 
+    private static void closeQuietly(AbstractSocket socket) {
+        if (socket == null) {
+            return;
+        }
+        try {
+            socket.close();
+        } catch (IOException e) {
+            LOG.warning("cannot close the control socket's abstract address: " + e.getMessage());
+        }
+    }
+
     @Override
     public void close() {
         try {
             server.close();
-            AbstractSocket second = abstractSocket == null ? null : abstractSocket.get(5, java.util.concurrent.TimeUnit.SECONDS);
-            if (second != null) {
-                second.close();
-            }
             Files.deleteIfExists(path);
         } catch (IOException e) {
             LOG.warning("cannot remove " + path + ": " + e.getMessage());
+        }
+        if (abstractSocket == null) {
+            return;
+        }
+        try {
+            // Closed by whichever thread completes the bind: a bind that ends after the wait here
+            // is closed by its binder, never left answering for a daemon that is gone.
+            abstractSocket.thenAccept(ControlServer::closeQuietly).get(10, java.util.concurrent.TimeUnit.SECONDS);
         } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
-            LOG.warning("cannot close the control socket's abstract address: " + e);
+            LOG.warning("the control socket's abstract address is still being bound; it closes once bound: " + e);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
