@@ -166,10 +166,10 @@ check "bytes written past the old end are in the grown image" test -n "$tail_exp
 shell_prompt() {   # init's announcement, then busybox sh's prompt after it
   sed -n '/starting an emergency shell/,$p' "$1" | grep -q '^/ # '
 }
-boot unreachable "nbdroot.0.server=nbd://10.0.2.2:1/ nbdroot.root=ext4:/dev/nbd0 nbdroot.timeout=3" 90 "/ # "
+boot unreachable "nbdroot.0.server=nbd://10.0.2.2:1/ nbdroot.root=ext4:/dev/nbd0 nbdroot.timeout=3" 180 "/ # "
 check "server unreachable: the console names the failure" grep -qi "connect\|refused\|not ready" "$W/unreachable.log"
 check "server unreachable: an emergency shell prompt" shell_prompt "$W/unreachable.log"
-boot badconf "nbdroot.0.server=nbd://10.0.2.2:$p/ nbdroot.root=nodevice" 90 "/ # "
+boot badconf "nbdroot.0.server=nbd://10.0.2.2:$p/ nbdroot.root=nodevice" 180 "/ # "
 check "rc.reroot failing: the console shows its message" grep -q "nbdroot.root must be FSTYPE:DEVICE" "$W/badconf.log"
 check "rc.reroot failing: an emergency shell prompt" shell_prompt "$W/badconf.log"
 

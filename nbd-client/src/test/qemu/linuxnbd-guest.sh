@@ -41,7 +41,7 @@ else
   nbd --handshake-timeout 60 -f 10.0.2.2 "$PORT" /dev/nbd0 > /tmp/daemon.out 2> /out/daemon.log &   # one JVM start less
   daemon=$!
   n=0
-  while ! grep -q nbd0 /tmp/daemon.out 2>/dev/null && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+  while ! grep -q nbd0 /tmp/daemon.out 2>/dev/null && [ $n -lt 3000 ]; do sleep 0.1; n=$((n + 1)); done
   check attach grep -q nbd0 /tmp/daemon.out
 fi
 t attached
@@ -103,7 +103,7 @@ if [ "$MODE" = reconnect ]; then
   check reads-back sh -c "$DD if=/dev/nbd0 bs=4M count=4 iflag=direct status=none | cmp - /tmp/expected"
   # The daemon follows the grown export (NBD_SET_SIZE on the running device).
   n=0
-  while [ "$(cat /sys/block/nbd0/size)" != $((GROWN / 512)) ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+  while [ "$(cat /sys/block/nbd0/size)" != $((GROWN / 512)) ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
   check device-grew [ "$(cat /sys/block/nbd0/size)" = $((GROWN / 512)) ]
   check write-past-old-end sh -c "$DD if=/out/pattern.bin of=/dev/nbd0 bs=1M seek=$((SIZE / MiB)) count=4 oflag=direct conv=notrunc status=none"
 fi
@@ -180,11 +180,11 @@ fi
 t destroy
 check destroy nbd destroy /dev/nbd0
 n=0
-while [ -e /sys/block/nbd0/pid ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+while [ -e /sys/block/nbd0/pid ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
 check device-stopped [ ! -e /sys/block/nbd0/pid ]
 daemon_alive() { pgrep -f "org.nbdroot.client.Main.* 10.0.2.2 $PORT" >/dev/null; }
 n=0
-while daemon_alive && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+while daemon_alive && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
 if daemon_alive; then echo "CHECK daemon-exited FAILED"; failures=$((failures + 1)); else echo "CHECK daemon-exited ok"; fi
 cp /run/nbd-client/nbd0.log /out/daemon.log 2>/dev/null
 t done

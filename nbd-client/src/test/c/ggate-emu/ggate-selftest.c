@@ -1112,7 +1112,7 @@ test_shared_fd(int fd)
 	wait_refs(unit, 1);
 	t0 = now_ms();
 	other = gg_create(fd, G_GATE_UNIT_AUTO, 0, 0, 0);
-	CHECK(now_ms() - t0 < 1000);
+	CHECK(now_ms() - t0 < 5000);	/* not asleep behind the START; loose for busy hosts */
 	id = ctl_queue(other, BIO_READ, 0, 512, NULL);
 	CHECK_EQ(gg_start(fd, other, buf, sizeof(buf), &io), 0);
 	CHECK_EQ(gg_done(fd, &io, 0, buf), 0);
@@ -1222,7 +1222,7 @@ guard_end(int fd, struct guard_test *g)
 	CHECK_EQ(ctl_result(g->taken, 4000), EIO);
 	CHECK_EQ(ctl_result(g->queued, 2000), EIO);
 	elapsed = now_ms() - g->t0;
-	CHECK(elapsed >= 4000 && elapsed < 7500);
+	CHECK(elapsed >= 4000 && elapsed < 15000);	/* upper bound loose for busy hosts */
 	CHECK(ctl_pending(young));
 	CHECK_EQ(unit_info(g->unit).nin, 1);
 	CHECK_EQ(unit_info(g->unit).nout, 0);

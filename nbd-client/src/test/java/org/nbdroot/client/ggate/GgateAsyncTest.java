@@ -113,7 +113,7 @@ class GgateAsyncTest {
     @Test
     void theBytesOutstandingStayWithinTheirBound() throws Exception {
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).reorderWindow(64)
-                .reorderLinger(Duration.ofMillis(300)).transmissionFlags(NO_FLUSH).start()) {
+                .reorderLinger(Duration.ofSeconds(1)).transmissionFlags(NO_FLUSH).start()) {
             NbdSession session = session(server);
             GgateDevice device = GgateDevice.create(session, options(1), server.uri());
             int mib = 1 << 20;
@@ -204,7 +204,7 @@ class GgateAsyncTest {
     @Test
     void theDeviceEndsOnlyOnceEveryRequestItTookIsAnswered() throws Exception {
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).reorderWindow(8)
-                .reorderLinger(Duration.ofSeconds(2)).transmissionFlags(NO_FLUSH).start()) {
+                .reorderLinger(Duration.ofSeconds(5)).transmissionFlags(NO_FLUSH).start()) {
             NbdSession session = session(server);
             GgateDevice device = GgateDevice.create(session, options(2), server.uri());
             long id = write(device.unit(), 0, 4096, new Random(3));

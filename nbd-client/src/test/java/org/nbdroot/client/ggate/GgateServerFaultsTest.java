@@ -55,7 +55,8 @@ class GgateServerFaultsTest {
         Random random = new Random(42);
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).start()) {
-            SessionOptions options = SessionOptions.DEFAULT.withRequestTimeout(Duration.ofSeconds(1)).withReconnect(
+            // 3 s, not 1: a JVM paused a second under load would give up on a healthy connection too.
+            SessionOptions options = SessionOptions.DEFAULT.withRequestTimeout(Duration.ofSeconds(3)).withReconnect(
                     new ReconnectPolicy(Duration.ofMillis(20), Duration.ofMillis(200), 0));
             NbdSession session = NbdSession.connect(new NbdConnector(transport, Duration.ofSeconds(5)),
                     NbdUri.parse(server.uri()), options).get(10, TimeUnit.SECONDS);
@@ -151,7 +152,7 @@ class GgateServerFaultsTest {
             java.io.IOException refused = org.junit.jupiter.api.Assertions.assertThrows(java.io.IOException.class,
                     () -> device.destroy(false));
             long waited = (System.nanoTime() - t0) / 1_000_000;
-            assertTrue(waited >= 2_900 && waited < 10_000, "waited " + waited + " ms");
+            assertTrue(waited >= 2_900 && waited < 20_000, "waited " + waited + " ms");
             assertTrue(refused.getMessage().contains("not destroyed: the server did not answer the FLUSH within 3 s")
                     && refused.getMessage().contains("destroy -f"), refused.getMessage());
             assertTrue(session.unflushedBytes() > 0, "the write is still kept for the server");
@@ -161,7 +162,7 @@ class GgateServerFaultsTest {
             device.destroy(true);
             assertNull(device.awaitTermination());
             waited = (System.nanoTime() - t0) / 1_000_000;
-            assertTrue(waited < 8_000, "a forced destroy waits 2 s for the FLUSH at most: " + waited + " ms");
+            assertTrue(waited < 15_000, "a forced destroy waits 2 s for the FLUSH at most: " + waited + " ms");
         } finally {
             System.clearProperty("nbd.destroy.flush-wait-seconds");
         }
