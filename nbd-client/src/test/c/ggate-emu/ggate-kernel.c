@@ -1092,7 +1092,9 @@ ctl_queue_bio(struct conn *c, size_t len)
 	cmd = (int)emu_get32(c->in + 4);
 	offset = (int64_t)emu_get64(c->in + 8);
 	length = (int64_t)emu_get64(c->in + 16);
-	if (length < 0 || length > (int64_t)EMU_MAX_BODY ||
+	/* Only a bio with data is bounded by a frame: a BIO_DELETE may span terabytes. */
+	if (length < 0 ||
+	    ((cmd == BIO_READ || cmd == BIO_WRITE) && length > (int64_t)EMU_MAX_BODY) ||
 	    (cmd == BIO_WRITE && len != 24 + (size_t)length) ||
 	    (cmd != BIO_WRITE && len != 24))
 		return (reply(c, EMU_OP_QUEUE_BIO, EINVAL, NULL, 0));

@@ -21,7 +21,9 @@ public final class ErrnoMapping {
         if (t instanceof NbdServerErrorException e) {
             return switch (e.error()) {
                 case EPERM -> Errno.EPERM.intValue();
-                case ENOMEM -> Errno.ENOMEM.intValue();
+                // Not ENOMEM: GEOM sends a bio that ends with ENOMEM again, for ever, and paces all
+                // of GEOM while it does (g_io_deliver); Linux's nbd driver makes every error EIO too.
+                case ENOMEM -> Errno.EIO.intValue();
                 case EINVAL -> Errno.EINVAL.intValue();
                 case ENOSPC -> Errno.ENOSPC.intValue();
                 case EOVERFLOW -> Errno.EOVERFLOW.intValue();

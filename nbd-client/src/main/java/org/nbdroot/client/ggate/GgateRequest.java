@@ -43,7 +43,8 @@ final class GgateRequest implements BiConsumer<Object, Throwable> {
     void submit(NbdSession session) {
         CompletableFuture<?> reply;
         try {
-            if (length > Integer.MAX_VALUE) {
+            boolean carriesData = command == GgateAbi.BIO_READ || command == GgateAbi.BIO_WRITE;
+            if (carriesData && length > Integer.MAX_VALUE) {
                 answer(Errno.EINVAL.intValue(), 0);
                 return;
             }
@@ -52,7 +53,7 @@ final class GgateRequest implements BiConsumer<Object, Throwable> {
                 case GgateAbi.BIO_READ -> session.read(offset, len);
                 // The session takes this reference; what it keeps beyond the reply it copies.
                 case GgateAbi.BIO_WRITE -> session.writeBorrowed(offset, payload.retainedSlice(0, len), false);
-                case GgateAbi.BIO_DELETE -> session.trim(offset, len, false);
+                case GgateAbi.BIO_DELETE -> session.trim(offset, length, false); // split by the session if need be
                 case GgateAbi.BIO_FLUSH -> session.flush();
                 default -> null;
             };
@@ -93,6 +94,13 @@ final class GgateRequest implements BiConsumer<Object, Throwable> {
                     address = copy.memoryAddress();
                 }
             }
+        } catch (OutOfMemoryError e) {
+            // No direct memory for the copy: the kernel puts the bio back at the head of its queue
+            // (EAGAIN) and hands it out again, rather than failing a read that would succeed.
+            LOG.log(Level.WARNING, device.name() + ": no memory to answer " + GgateWorker.bioName(command) + " of "
+                    + length + " bytes at " + offset + "; the kernel queues it again", e);
+            error = Errno.EAGAIN.intValue();
+            address = 0;
         } catch (RuntimeException | Error e) {
             LOG.log(Level.SEVERE, device.name() + ": completing " + GgateWorker.bioName(command) + " of " + length
                     + " bytes at " + offset + " failed", e);

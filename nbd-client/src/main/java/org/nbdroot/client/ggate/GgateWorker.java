@@ -64,7 +64,7 @@ final class GgateWorker implements Runnable {
         int errno = control.ioctl(GgateAbi.CMD_START, io);
         if (errno != 0) {
             if (errno == Errno.EINTR.intValue()) {
-                return !device.stopping();
+                return true; // a destroy ends the loop with ECANCELED or ENXIO, never with EINTR
             }
             if (errno != Errno.ENXIO.intValue()) {
                 LOG.warning(device.name() + ": G_GATE_CMD_START failed: " + GgateException.describe(errno));
@@ -73,7 +73,9 @@ final class GgateWorker implements Runnable {
         }
         int error = io.getInt(GgateAbi.Io.ERROR);
         if (error == Errno.ECANCELED.intValue()) {
-            return false; // the unit is being destroyed, or a signal interrupted the wait
+            // Our destroy, or a signal that interrupted the wait: only the first ends serving. A
+            // destroy from elsewhere answers ECANCELED until the unit is gone, then ENXIO ends it.
+            return !device.stopping() && pause(10);
         }
         if (error == Errno.ENOMEM.intValue()) {
             grow(io.getLong(GgateAbi.Io.LENGTH)); // the kernel kept the request queued for us
@@ -84,13 +86,38 @@ final class GgateWorker implements Runnable {
             return !device.stopping();
         }
         int command = io.getInt(GgateAbi.Io.CMD);
+        long seq = io.getLong(GgateAbi.Io.SEQ);
         long length = io.getLong(GgateAbi.Io.LENGTH);
         // Its data (a WRITE's copy, a READ's reply) counts until the DONE; over the bound, this waits.
         long reserved = command == GgateAbi.BIO_READ || command == GgateAbi.BIO_WRITE ? length : 0;
+        GgateRequest request;
         device.reserve(reserved);
-        ByteBuf payload = command == GgateAbi.BIO_WRITE ? takePayload((int) length) : null;
-        new GgateRequest(device, io.getLong(GgateAbi.Io.SEQ), command, io.getLong(GgateAbi.Io.OFFSET), length, payload,
-                reserved).submit(session);
+        try {
+            ByteBuf payload = command == GgateAbi.BIO_WRITE ? takePayload((int) length) : null;
+            request = new GgateRequest(device, seq, command, io.getLong(GgateAbi.Io.OFFSET), length, payload, reserved);
+        } catch (RuntimeException | Error e) {
+            // Out of direct memory, most likely. The bio is ours now: give it back to the head of the
+            // kernel's queue (EAGAIN) rather than leave it unanswered, and take it again later.
+            device.unreserve(reserved);
+            LOG.log(Level.WARNING, device.name() + ": cannot take " + bioName(command) + " of " + length
+                    + " bytes; the kernel keeps it queued", e);
+            int doneErrno = device.doneCall().done(seq, command, length, 0, Errno.EAGAIN.intValue());
+            if (doneErrno != 0) {
+                LOG.warning(device.name() + ": G_GATE_CMD_DONE (EAGAIN) failed: " + GgateException.describe(doneErrno));
+            }
+            return pause(100);
+        }
+        request.submit(session);
+        return true;
+    }
+
+    /** Sleeps a little before the next START; true: serve on. Nothing stops a worker by interrupting it. */
+    private static boolean pause(long millis) {
+        try {
+            Thread.sleep(millis);
+        } catch (InterruptedException ignored) {
+            // serve on: only ENXIO or our own destroy ends the loop
+        }
         return true;
     }
 

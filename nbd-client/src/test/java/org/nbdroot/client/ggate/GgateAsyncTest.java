@@ -18,8 +18,10 @@ import jnr.constants.platform.Errno;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 import org.nbdroot.client.ggate.emu.GgateEmulator;
 import org.nbdroot.client.ggate.emu.GgateEmulator.BioResult;
+import org.nbdroot.proto.interop.PeerServer;
 import org.nbdroot.proto.session.NbdSession;
 import org.nbdroot.proto.session.SessionOptions;
 import org.nbdroot.proto.testing.ScriptedNbdProtocol;
@@ -223,6 +225,36 @@ class GgateAsyncTest {
             assertNull(ended.get(WAIT.toSeconds(), TimeUnit.SECONDS), "ended once the reply came (its DONE finds no unit)");
             session.close();
             assertEquals(List.of(), server.violations());
+        }
+    }
+
+    /**
+     * A BIO_DELETE of 2 GiB or more (GEOM sends them with delete_max_sectors 0, or large
+     * sectors): the session splits it, so only READ and WRITE are bounded by an int. It used to
+     * fail with EINVAL.
+     */
+    @Test
+    void aDeleteOfMoreThan2GiBIsServed(@TempDir java.nio.file.Path dir) throws Exception {
+        long tail = 3L << 30;
+        // The memory plugin: sparse, and a trimmed range reads back as zeroes.
+        try (PeerServer server = PeerServer.nbdkit("nbdkit memory", dir, null, List.of(), "memory", "size=5G")) {
+            NbdSession session = NbdSession.connect(connector, server.uri, SessionOptions.DEFAULT).get(10, TimeUnit.SECONDS);
+            GgateDevice device = GgateDevice.create(session, options(1), server.uri.toString());
+            byte[] below = new byte[4096];
+            byte[] above = new byte[4096];
+            new Random(5).nextBytes(below);
+            new Random(6).nextBytes(above);
+            assertTrue(kernel.awaitBio(kernel.queueWrite(device.unit(), tail - 8192, below), WAIT).ok());
+            assertTrue(kernel.awaitBio(kernel.queueWrite(device.unit(), tail, above), WAIT).ok());
+            BioResult delete = kernel.awaitBio(kernel.queueBio(device.unit(), GgateEmulator.BIO_DELETE, 0, tail, null), WAIT);
+            assertTrue(delete.ok(), "a 3 GiB BIO_DELETE: " + delete);
+            assertArrayEquals(new byte[4096], kernel.awaitBio(kernel.queueRead(device.unit(), tail - 8192, 4096), WAIT).data(),
+                    "deleted just below 3 GiB");
+            assertArrayEquals(above, kernel.awaitBio(kernel.queueRead(device.unit(), tail, 4096), WAIT).data(),
+                    "untouched from 3 GiB on");
+            device.destroy(true);
+            assertNull(device.awaitTermination());
+            session.close();
         }
     }
 }
