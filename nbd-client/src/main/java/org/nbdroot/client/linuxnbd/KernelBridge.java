@@ -104,8 +104,11 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
         inFlight++;
         boolean fua = (r.flags() & CommandFlag.FUA) != 0;
         CompletableFuture<?> result;
-        if (r.length() > Integer.MAX_VALUE) {
-            result = CompletableFuture.failedFuture(new IllegalArgumentException("length " + r.length()));
+        if (command == Command.READ && r.length() > Integer.MAX_VALUE) {
+            // TRIM and WRITE_ZEROES may be longer (the kernel sends discards of up to 4 GiB): the session splits them.
+            result = CompletableFuture.failedFuture(new IllegalArgumentException("read length " + r.length()));
+        } else if (command == Command.WRITE && r.payload() == null) {
+            result = CompletableFuture.failedFuture(new IllegalArgumentException("a WRITE of no bytes"));
         } else if (command == Command.READ) {
             int length = (int) r.length();
             session.read(r.offset(), length).whenComplete((data, failure) -> completeRead(r, data, failure));

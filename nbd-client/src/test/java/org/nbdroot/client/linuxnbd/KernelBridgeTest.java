@@ -198,6 +198,63 @@ class KernelBridgeTest {
         assertNull(kernel.broken);
     }
 
+    /**
+     * The kernel sends discards and zeroing of up to 4 GiB in one request (a length the 32-bit
+     * field holds unsigned): more than 2 GiB used to be refused with EINVAL, which the kernel
+     * turns into an I/O error for blkdiscard, mkfs and fstrim.
+     */
+    @Test
+    void trimAndWriteZeroesOfMoreThan2GiBAreServed() throws Exception {
+        Path big = dir.resolve("big.img");
+        long size = 5L << 30; // sparse: nothing but the blocks written below takes space
+        long tail = 3L << 30; // what the requests cover
+        byte[] inside = new byte[4096];
+        byte[] after = new byte[4096];
+        new Random(11).nextBytes(inside);
+        new Random(12).nextBytes(after);
+        try (RandomAccessFile f = new RandomAccessFile(big.toFile(), "rw")) {
+            f.setLength(size);
+            f.seek(tail - 8192);
+            f.write(inside);
+            f.seek(tail);
+            f.write(after);
+        }
+        try (PeerServer bigServer = PeerServer.nbdkit("nbdkit", dir, big, List.of(), "file", "file=" + big)) {
+            NbdSession bigSession = NbdSession.connect(new NbdConnector(transport, Duration.ofSeconds(5)), bigServer.uri,
+                    SessionOptions.DEFAULT).get(10, TimeUnit.SECONDS);
+            int[] pair = NbdDeviceControl.socketPair();
+            NbdDeviceControl.setNonBlocking(pair[0]);
+            NbdDeviceControl.setNonBlocking(pair[1]);
+            KernelBridge bigBridge = KernelBridge.attach(transport, pair[1], "nbd-big", bigSession);
+            FakeKernel bigKernel = new FakeKernel();
+            bigKernel.channel = new EpollDomainSocketChannel(pair[0]);
+            bigKernel.channel.pipeline().addLast(bigKernel);
+            transport.group().register(bigKernel.channel).syncUninterruptibly();
+            try {
+                bigKernel.send(Command.TRIM, 0, handle(1, 1), 0, (int) tail, null); // 3 GiB: negative as an int
+                assertEquals(0, bigKernel.await(handle(1, 1)).error(), "a 3 GiB TRIM");
+                bigKernel.send(Command.WRITE_ZEROES, 0, handle(1, 2), 0, (int) tail, null);
+                assertEquals(0, bigKernel.await(handle(1, 2)).error(), "a 3 GiB WRITE_ZEROES");
+                bigKernel.send(Command.FLUSH, 0, handle(1, 3), 0, 0, null);
+                assertEquals(0, bigKernel.await(handle(1, 3)).error());
+                assertNull(bigKernel.broken);
+            } finally {
+                bigKernel.channel.close().syncUninterruptibly();
+                bigBridge.closed().get(10, TimeUnit.SECONDS);
+                bigSession.disconnect().get(10, TimeUnit.SECONDS);
+            }
+            try (RandomAccessFile f = new RandomAccessFile(big.toFile(), "r")) {
+                byte[] got = new byte[4096];
+                f.seek(tail - 8192);
+                f.readFully(got);
+                assertArrayEquals(new byte[4096], got, "zeroed just below 3 GiB");
+                f.seek(tail);
+                f.readFully(got);
+                assertArrayEquals(after, got, "untouched from 3 GiB on");
+            }
+        }
+    }
+
     @Test
     void disconnectAnswersWhatCameBeforeThenCloses() throws Exception {
         byte[] data = new byte[1024 * 1024];
