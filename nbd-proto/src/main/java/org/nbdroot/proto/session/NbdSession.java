@@ -55,6 +55,8 @@ public final class NbdSession implements AutoCloseable {
     /** Writes acknowledged since the last FLUSH, for replay after a reconnect; null when not kept. */
     private volatile WriteJournal journal;
     private final java.util.concurrent.atomic.AtomicBoolean journalFlushing = new java.util.concurrent.atomic.AtomicBoolean();
+    /** The session's own FLUSHes that failed in a row (one is out at a time); the second gives the journal up. */
+    private int journalFlushFailures;
     /**
      * Writes held back, in order, while the journal is at its limit and its own FLUSH is out (a
      * server that acknowledges writes faster than it flushes): sent when that FLUSH completes.
@@ -201,6 +203,14 @@ public final class NbdSession implements AutoCloseable {
     List<WriteJournal.Entry> journalReplay() {
         WriteJournal j = journal;
         return j == null ? List.of() : j.replay();
+    }
+
+    /** Writes acknowledged so far may be missing on the server: the caller's next FLUSH says so (see {@link WriteJournal#lost}). */
+    void journalLost(String why) {
+        WriteJournal j = journal;
+        if (j != null) {
+            j.lost(why);
+        }
     }
 
     /** A FLUSH that covers every journal entry up to {@code seq} succeeded. */
@@ -513,13 +523,21 @@ public final class NbdSession implements AutoCloseable {
         return CompletableFuture.allOf(pieces.toArray(CompletableFuture[]::new));
     }
 
-    /** Asks the server to persist every write completed so far (NBD_CMD_FLUSH). */
+    /**
+     * Asks the server to persist every write completed so far (NBD_CMD_FLUSH). Fails, once, when
+     * writes acknowledged earlier may be missing on the server since (see {@link WriteJournal#lost}).
+     */
     public CompletableFuture<Void> flush() {
+        return flush(true);
+    }
+
+    /** {@code reportsLoss}: false for the session's own FLUSH, which must not take a loss its caller should hear of. */
+    private CompletableFuture<Void> flush(boolean reportsLoss) {
         if (!export.has(TransmissionFlag.SEND_FLUSH)) {
             return CompletableFuture.failedFuture(unsupported("NBD_CMD_FLUSH", "send_flush"));
         }
         CompletableFuture<Void> retiring = retirements;
-        CompletableFuture<Void> flush = simple(Command.FLUSH, 0, 0, 0, null);
+        CompletableFuture<Void> flush = simple(Command.FLUSH, 0, 0, 0, null, false, reportsLoss);
         // Writes answered on a connection being retired are covered by its own last FLUSH: wait for that too.
         return retiring.isDone() ? flush : flush.thenCombine(retiring, (a, b) -> null);
     }
@@ -597,21 +615,26 @@ public final class NbdSession implements AutoCloseable {
     }
 
     private CompletableFuture<Void> simple(Command command, int flags, long offset, int length, ByteBuf payload) {
-        return simple(command, flags, offset, length, payload, false);
+        return simple(command, flags, offset, length, payload, false, false);
     }
 
     private CompletableFuture<Void> simple(Command command, int flags, long offset, int length, ByteBuf payload,
             boolean lent) {
+        return simple(command, flags, offset, length, payload, lent, false);
+    }
+
+    private CompletableFuture<Void> simple(Command command, int flags, long offset, int length, ByteBuf payload,
+            boolean lent, boolean reportsLoss) {
         WriteJournal j = journal;
         long started = ObserverCalls.started(observer, command);
         Acknowledgement ack;
         boolean journalled = j != null && (command == Command.WRITE || command == Command.TRIM || command == Command.WRITE_ZEROES);
         if (journalled) {
-            ack = new Acknowledgement(j, lent, -1, started, WriteJournal.cost(command, length, lent));
+            ack = new Acknowledgement(j, lent, -1, started, WriteJournal.cost(command, length, lent), false);
         } else if (j != null && command == Command.FLUSH) {
-            ack = new Acknowledgement(j, false, j.mark(), started, 0);
+            ack = new Acknowledgement(j, false, j.mark(), started, 0, reportsLoss);
         } else {
-            ack = new Acknowledgement(null, false, -1, started, 0);
+            ack = new Acknowledgement(null, false, -1, started, 0, false);
         }
         NbdRequest request = new NbdRequest(command, flags, offset, length, payload, ack);
         if (!journalled || !holdForJournal(j, request, ack.journalCost)) {
@@ -640,9 +663,10 @@ public final class NbdSession implements AutoCloseable {
      * Once the journal's FLUSH is done (or failed): the writes held back go out, in order, as far
      * as there is room; a write larger than the whole limit goes alone once nothing else is kept
      * or in flight (and overflows it, with its log line). What is left waits for another FLUSH,
-     * which covers what was acknowledged since.
+     * which covers what was acknowledged since. {@code all}: every held write goes, room or not
+     * (the journal's FLUSH failed, and the journal let go of what it kept).
      */
-    private void releaseHeldForJournal() {
+    private void releaseHeldForJournal(boolean all) {
         WriteJournal j = journal;
         List<NbdRequest> release = new ArrayList<>();
         boolean left;
@@ -650,7 +674,7 @@ public final class NbdSession implements AutoCloseable {
             while (!heldForJournal.isEmpty()) {
                 long cost = ((Acknowledgement) heldForJournal.peekFirst().completion).journalCost;
                 boolean alone = release.isEmpty() && journalInFlight.get() == 0 && (j == null || j.counted() == 0);
-                if (j != null && !alone && !j.hasRoom(journalInFlight.get(), cost)) {
+                if (j != null && !all && !alone && !j.hasRoom(journalInFlight.get(), cost)) {
                     break;
                 }
                 release.add(heldForJournal.pollFirst());
@@ -679,13 +703,17 @@ public final class NbdSession implements AutoCloseable {
         private final long started;
         /** What a journalled request counts in {@link #journalInFlight} until it is answered; 0 for others. */
         final long journalCost;
+        /** A caller's FLUSH: it reports a loss recorded in the journal. */
+        private final boolean reportsLoss;
 
-        Acknowledgement(WriteJournal journal, boolean lent, long flushMark, long started, long journalCost) {
+        Acknowledgement(WriteJournal journal, boolean lent, long flushMark, long started, long journalCost,
+                boolean reportsLoss) {
             this.journal = journal;
             this.lent = lent;
             this.flushMark = flushMark;
             this.started = started;
             this.journalCost = journalCost;
+            this.reportsLoss = reportsLoss;
         }
 
         @Override
@@ -697,9 +725,11 @@ public final class NbdSession implements AutoCloseable {
                 return;
             }
             boolean flushNow = false;
+            String loss = null;
             if (journal != null) {
                 if (flushMark >= 0) {
                     journal.flushed(flushMark);
+                    loss = reportsLoss ? journal.takeLoss() : null;
                 } else {
                     flushNow = journal.acknowledged(request, lent);
                 }
@@ -709,6 +739,11 @@ public final class NbdSession implements AutoCloseable {
             request.releaseBuffers(); // what the journal did not take: the caller may reuse lent memory from now on
             if (flushNow) {
                 flushForJournal();
+            }
+            if (loss != null) {
+                completeExceptionally(new NbdException("writes acknowledged before this flush may be missing on the server: "
+                        + loss));
+                return;
             }
             complete(null);
         }
@@ -733,19 +768,38 @@ public final class NbdSession implements AutoCloseable {
         }
     }
 
-    /** A FLUSH of the session's own, to empty the journal before it reaches its limit. */
+    /**
+     * A FLUSH of the session's own, to empty the journal before it reaches its limit. A failed
+     * one means the server could not make the writes durable: the caller's next FLUSH reports
+     * it (a FLUSH that succeeds later does not bring back what a failed one may have dropped).
+     * It is sent again once; should that fail too (a disk that fails every FLUSH, or a session
+     * that is gone), the journal lets go of what it kept and the writes held for room go out,
+     * rather than wait while FLUSH after FLUSH fails as fast as the server answers.
+     */
     private void flushForJournal() {
         if (journalFlushing.compareAndSet(false, true)) {
-            flush().whenComplete((v, e) -> {
-                if (e != null && unwrap(e) instanceof NbdUnsupportedException) {
-                    abandonJournal(unwrap(e).getMessage());
+            flush(false).whenComplete((v, e) -> {
+                boolean giveUp = false;
+                if (e == null) {
+                    journalFlushFailures = 0;
+                } else {
+                    Throwable cause = unwrap(e);
+                    java.util.logging.Logger.getLogger(NbdSession.class.getName()).warning(
+                            "a FLUSH to empty the journal of unflushed writes failed: " + cause.getMessage());
+                    WriteJournal j = journal;
+                    if (cause instanceof NbdUnsupportedException) {
+                        abandonJournal(cause.getMessage());
+                    } else if (j != null) {
+                        j.lost("the server failed a FLUSH (" + cause.getMessage() + ")");
+                        giveUp = ++journalFlushFailures >= 2;
+                        if (giveUp) {
+                            journalFlushFailures = 0;
+                            j.giveUp();
+                        }
+                    }
                 }
                 journalFlushing.set(false);
-                releaseHeldForJournal();
-                if (e != null) {
-                    java.util.logging.Logger.getLogger(NbdSession.class.getName()).warning(
-                            "a FLUSH to empty the journal of unflushed writes failed: " + unwrap(e).getMessage());
-                }
+                releaseHeldForJournal(giveUp);
             });
         }
     }

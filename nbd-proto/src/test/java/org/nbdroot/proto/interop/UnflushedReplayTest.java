@@ -10,6 +10,7 @@ import java.time.Duration;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -180,6 +181,88 @@ class UnflushedReplayTest {
             awaitReconnects(session, 2);
             assertEquals(-1, Arrays.mismatch(model, server.contents()), "the next replay wrote everything again");
         }
+    }
+
+    /**
+     * What the replay could not put back must not be called durable: after a replayed write (1)
+     * or the replay's FLUSH (3) was refused, the caller's next FLUSH fails naming the loss, as a
+     * kernel reports a lost write at the next fsync. Once: the FLUSH after it succeeds.
+     */
+    @ParameterizedTest
+    @ValueSource(ints = {1, 3})
+    void aReplayTheServerRefusedFailsTheNextFlushOnce(int refused) throws Exception {
+        Random random = new Random(39);
+        byte[] model = new byte[DISK];
+        try (ScriptedNbdServer server = server();
+                NbdSession session = connect(server, options(1 << 20))) {
+            write(session, model, 0, random(random, BLOCK));
+            write(session, model, 65536, random(random, BLOCK));
+            server.armFault(ScriptedNbdServer.Fault.SIMPLE_ERROR, refused);
+            server.crash();
+            awaitReconnects(session, 1);
+            assertEquals(List.of(ScriptedNbdServer.Fault.SIMPLE_ERROR), server.firedFaults());
+            Throwable failure = EngineExtension.failureOf(session.flush());
+            assertTrue(failure.getMessage().startsWith("writes acknowledged before this flush may be missing on the server: "),
+                    failure.getMessage());
+            assertTrue(failure.getMessage().contains(refused == 1 ? "refused to write again" : "failed the FLUSH"),
+                    failure.getMessage());
+            session.flush().get(10, TimeUnit.SECONDS); // reported once
+            // Without the loss, the FLUSH succeeds: a crash with nothing refused reports nothing.
+            write(session, model, 8192, random(random, BLOCK));
+            server.crash();
+            awaitReconnects(session, 2);
+            session.flush().get(10, TimeUnit.SECONDS);
+        }
+    }
+
+    /**
+     * A server whose disk fails every FLUSH, with writes held for room in the journal: they
+     * used to wait for ever while the session sent FLUSH after FLUSH as fast as the server
+     * refused them. Now the journal lets go, the writes complete, no FLUSH goes out while
+     * nothing is written, and the caller's next FLUSH fails saying why.
+     */
+    @Test
+    void aServerThatFailsEveryFlushNeitherHangsWritesNorGetsAFlushStorm() throws Exception {
+        Random random = new Random(40);
+        byte[] model = new byte[DISK];
+        long limit = 256 << 10;
+        try (ScriptedNbdServer server = server();
+                NbdSession session = connect(server, options(limit))) {
+            server.failFlushes(true);
+            List<CompletableFuture<Void>> writes = new java.util.ArrayList<>();
+            for (int i = 0; i < 256; i++) { // 1 MiB: four times the limit, 32 in flight
+                byte[] data = random(random, BLOCK);
+                System.arraycopy(data, 0, model, i * BLOCK, BLOCK);
+                writes.add(session.write((long) i * BLOCK, Unpooled.wrappedBuffer(data), false));
+                if (writes.size() >= 32) {
+                    writes.remove(0).get(10, TimeUnit.SECONDS);
+                }
+            }
+            for (CompletableFuture<Void> w : writes) {
+                w.get(10, TimeUnit.SECONDS);
+            }
+            // The last acknowledgement may have sent one more; after that, none while nothing is written.
+            long before;
+            long after = flushes(server);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+            do {
+                before = after;
+                Thread.sleep(300);
+                after = flushes(server);
+            } while (after != before && System.nanoTime() < deadline);
+            assertEquals(before, after, "no FLUSH is sent again and again while nothing is written");
+            assertTrue(after >= 1 && after < 64, after + " FLUSHes of the session's own for 256 writes");
+            server.failFlushes(false);
+            Throwable failure = EngineExtension.failureOf(session.flush());
+            assertTrue(failure.getMessage().contains("the server failed a FLUSH"), failure.getMessage());
+            session.flush().get(10, TimeUnit.SECONDS);
+            assertReadsBack(session, model);
+            assertEquals(List.of(), server.violations());
+        }
+    }
+
+    private static long flushes(ScriptedNbdServer server) {
+        return server.requests().stream().filter(r -> r.type() == 3 /* NBD_CMD_FLUSH */).count();
     }
 
     /** With two connections, the one that comes back second finds the journal empty: nothing is written a third time. */

@@ -91,7 +91,10 @@ class JournalBackpressureTest {
         f.finishWithoutLeaks();
     }
 
-    /** A FLUSH that fails empties nothing: the held writes wait for another FLUSH, then go; none fails for it. */
+    /**
+     * A FLUSH that fails once empties nothing: the held writes wait for another FLUSH, then go;
+     * none fails for it. The caller's next FLUSH reports the failure, once.
+     */
     @Test
     void aFailedFlushIsSentAgainAndTheHeldWritesGoAfterIt() {
         List<CompletableFuture<Void>> writes = new ArrayList<>();
@@ -111,6 +114,47 @@ class JournalBackpressureTest {
         }
         writes.forEach(w -> assertTrue(w.isDone() && !w.isCompletedExceptionally(),
                 "a write is neither stuck nor failed for its journal's FLUSH"));
+        assertEquals("the server failed a FLUSH (NBD_CMD_FLUSH of 0 bytes at offset 0 failed: EIO (input/output error))",
+                callersFlushFailure());
+        f.session.disconnect();
+        f.finishWithoutLeaks();
+    }
+
+    /** A caller's FLUSH, answered at once; the start of its failure's message cut off, or null when it succeeded. */
+    private String callersFlushFailure() {
+        CompletableFuture<Void> flush = f.session.flush();
+        f.sent().forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
+        assertTrue(flush.isDone());
+        String prefix = "writes acknowledged before this flush may be missing on the server: ";
+        return flush.handle((v, e) -> e == null ? null : e.getMessage().replace(prefix, "")).join();
+    }
+
+    /**
+     * The FLUSH sent again fails too (a disk that fails every FLUSH): the journal lets go of what
+     * it kept and the held writes go at once, with no third FLUSH they would wait for.
+     */
+    @Test
+    void aFlushThatFailsTwiceInARowLetsTheHeldWritesGo() {
+        List<CompletableFuture<Void>> writes = new ArrayList<>();
+        Request flush = fillToTheJournalsFlush(writes);
+        for (int i = 9; i < 20; i++) {
+            writes.add(write(i));
+        }
+        of(f.sent(), CMD_WRITE).forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
+        f.reply(simpleReply(5, flush.handle(), null)); // EIO
+        List<Request> again = f.sent();
+        assertEquals(List.of(), of(again, CMD_WRITE), "still no room after one failure");
+        f.reply(simpleReply(5, of(again, CMD_FLUSH).get(0).handle(), null)); // EIO again
+        List<Request> released = f.sent();
+        assertEquals(0, journal.size(), "the journal let go of what it kept");
+        assertTrue(of(released, CMD_WRITE).size() > 0, "the held writes went out");
+        for (int round = 0; round < 20 && !released.isEmpty(); round++) {
+            released.forEach(r -> f.reply(simpleReply(r.type() == CMD_FLUSH ? 5 : 0, r.handle(), null)));
+            released = f.sent();
+        }
+        writes.forEach(w -> assertTrue(w.isDone() && !w.isCompletedExceptionally(), "no write is stuck or failed"));
+        assertTrue(callersFlushFailure().startsWith("the server failed a FLUSH"));
+        assertEquals(null, callersFlushFailure(), "reported once");
         f.session.disconnect();
         f.finishWithoutLeaks();
     }

@@ -217,6 +217,7 @@ public final class ScriptedNbdServer implements AutoCloseable {
     private long requestSequence;
     private final List<ArmedFault> armed = new ArrayList<>();
     private final List<Fault> firedFaults = new ArrayList<>();
+    private volatile boolean flushesFail;
     private final List<Integer> options = new ArrayList<>();
     private final List<ScriptedRequest> requests = new ArrayList<>();
     private final List<String> violations = new ArrayList<>();
@@ -318,6 +319,14 @@ public final class ScriptedNbdServer implements AutoCloseable {
         synchronized (disk) {
             System.arraycopy(data, 0, disk, Math.toIntExact(offset), data.length);
         }
+    }
+
+    /**
+     * While set, every {@code NBD_CMD_FLUSH} is answered {@code NBD_EIO} and not executed: a
+     * server whose disk fails its fsync, for as long as it does.
+     */
+    public void failFlushes(boolean fail) {
+        flushesFail = fail;
     }
 
     /**
@@ -1193,6 +1202,9 @@ public final class ScriptedNbdServer implements AutoCloseable {
                 violation(commandName(r.type()) + " (handle " + hex(r.handle()) + ", offset "
                         + Long.toUnsignedString(r.offset()) + ", length " + r.length() + "): " + invalid.why());
                 return errorReply(r, invalid.errno(), invalid.why());
+            }
+            if (r.type() == NBD_CMD_FLUSH && flushesFail && fault == null) {
+                return new Reply(r.handle(), List.of(simpleReply(NBD_EIO, r.handle(), null)), false);
             }
             if (fault != null) {
                 fired(fault);
