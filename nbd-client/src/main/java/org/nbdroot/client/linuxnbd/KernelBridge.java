@@ -47,7 +47,7 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
     private ChannelHandlerContext ctx;
     private EventLoop loop;
     private int inFlight;
-    private boolean disconnectRequested;
+    private volatile boolean disconnectRequested;
     private boolean flushScheduled;
     private long unflushedBytes;
     private volatile long served;
@@ -75,6 +75,11 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
 
     EventLoop loop() {
         return loop;
+    }
+
+    /** Whether the kernel sent NBD_CMD_DISC: a socket it shut without one was marked dead (its request timeout). */
+    boolean disconnectRequested() {
+        return disconnectRequested;
     }
 
     long served() {

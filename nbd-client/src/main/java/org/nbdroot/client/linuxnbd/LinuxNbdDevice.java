@@ -263,6 +263,13 @@ public final class LinuxNbdDevice implements ServedDevice {
                 failure = cause;
                 LOG.severe(name() + ": the bridge failed (" + cause.getMessage() + "); the device waits "
                         + options.deadTimeout() + " s for another daemon (nbd-client rescue)");
+            } else if (!stopping && !bridge.disconnectRequested()) {
+                // nbd.c marks a socket dead and shuts it when a request outlives --timeout, then
+                // waits for another: not an end the daemon may report as a clean disconnect.
+                failure = new LinuxNbdException("the kernel shut the device's socket without NBD_CMD_DISC "
+                        + "(a request older than --timeout?)");
+                LOG.severe(name() + ": " + failure.getMessage() + "; the device waits " + options.deadTimeout()
+                        + " s for another daemon (nbd-client rescue)");
             } else if (!stopping) {
                 LOG.info(name() + ": the kernel closed the device's socket (disconnected)");
             }

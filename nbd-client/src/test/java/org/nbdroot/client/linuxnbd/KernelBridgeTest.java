@@ -267,6 +267,17 @@ class KernelBridgeTest {
         assertTrue(kernel.channel.closeFuture().await(10, TimeUnit.SECONDS), "the kernel's end saw no close");
         assertNull(kernel.replies.get(handle(1, 2)));
         assertArrayEquals(data, java.util.Arrays.copyOf(Files.readAllBytes(backing), data.length));
+        assertTrue(bridge.disconnectRequested(), "an end the kernel asked for");
+    }
+
+    /** The kernel shuts a socket it marked dead (a request outlived --timeout) without NBD_CMD_DISC. */
+    @Test
+    void aSocketShutWithoutDisconnectIsNotAnEndAskedFor() throws Exception {
+        kernel.send(Command.READ, 0, handle(1, 1), 0, 4096, null);
+        assertEquals(0, kernel.await(handle(1, 1)).error());
+        kernel.channel.close().syncUninterruptibly();
+        bridge.closed().get(10, TimeUnit.SECONDS);
+        assertTrue(!bridge.disconnectRequested(), "no NBD_CMD_DISC came");
     }
 
     @Test
