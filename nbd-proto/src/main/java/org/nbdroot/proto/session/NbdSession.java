@@ -361,6 +361,10 @@ public final class NbdSession implements AutoCloseable {
     /** Puts fresh connections in the slots, then retires the old ones (see {@link NbdConnection#retire}). */
     private void swap(List<NbdConnection> fresh, ExportInfo now) {
         boolean flushes = !export.readOnly() && export.has(TransmissionFlag.SEND_FLUSH);
+        // Published before the slots change: a FLUSH that finds a fresh connection in a slot also
+        // finds this, and waits for the old connections' last FLUSH (see flush()).
+        CompletableFuture<Void> retired = new CompletableFuture<>();
+        retirements = CompletableFuture.allOf(retirements, retired);
         List<NbdConnection> old = new ArrayList<>();
         for (int i = 0; i < fresh.size(); i++) {
             old.add(connections.getAndSet(i, fresh.get(i)));
@@ -381,6 +385,8 @@ public final class NbdSession implements AutoCloseable {
                 if (failure != null) {
                     java.util.logging.Logger.getLogger(NbdSession.class.getName()).warning(
                             "the FLUSH ending a replaced connection failed: " + failure.getMessage());
+                    journalLost("the FLUSH ending a connection replaced by an export refresh failed ("
+                            + failure.getMessage() + ")");
                 }
                 flushed.complete(null);
             });
@@ -389,8 +395,7 @@ public final class NbdSession implements AutoCloseable {
             closings.add(closedNow);
         }
         retiredClosed = CompletableFuture.allOf(retiredClosed, CompletableFuture.allOf(closings.toArray(CompletableFuture[]::new)));
-        CompletableFuture<Void> previous = retirements;
-        retirements = CompletableFuture.allOf(previous, CompletableFuture.allOf(done.toArray(CompletableFuture[]::new)));
+        CompletableFuture.allOf(done.toArray(CompletableFuture[]::new)).whenComplete((v, e) -> retired.complete(null));
     }
 
     /** Connections lost and opened again since the session started. */
@@ -536,8 +541,10 @@ public final class NbdSession implements AutoCloseable {
         if (!export.has(TransmissionFlag.SEND_FLUSH)) {
             return CompletableFuture.failedFuture(unsupported("NBD_CMD_FLUSH", "send_flush"));
         }
-        CompletableFuture<Void> retiring = retirements;
         CompletableFuture<Void> flush = simple(Command.FLUSH, 0, 0, 0, null, false, reportsLoss);
+        // Read after the FLUSH found its connection: had a refresh put a fresh one in its slot, its
+        // old connections' retirement is already published (swap) and this waits for it.
+        CompletableFuture<Void> retiring = retirements;
         // Writes answered on a connection being retired are covered by its own last FLUSH: wait for that too.
         return retiring.isDone() ? flush : flush.thenCombine(retiring, (a, b) -> null);
     }
