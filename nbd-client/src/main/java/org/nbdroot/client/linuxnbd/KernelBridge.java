@@ -40,6 +40,13 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
      * batch, up to 16 MiB), and the kernel should not wait that long for a large read.
      */
     static final int FLUSH_AFTER_BYTES = 256 * 1024;
+    /**
+     * The data of the requests taken and not yet answered (a WRITE's payload, a READ's reply):
+     * past this the bridge stops reading the kernel's socket until half of it is answered. The
+     * kernel may send 128 requests of up to 32 MiB each; a slow server must not make them all
+     * sit in a small JVM's direct memory (which the journal shares).
+     */
+    static final long MAX_OUTSTANDING_BYTES = 32L << 20;
 
     private final String name;
     private final NbdSession session;
@@ -47,6 +54,8 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
     private ChannelHandlerContext ctx;
     private EventLoop loop;
     private int inFlight;
+    private long outstandingBytes;
+    private volatile long mostOutstandingBytes;
     private volatile boolean disconnectRequested;
     private boolean flushScheduled;
     private long unflushedBytes;
@@ -107,6 +116,13 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
             return;
         }
         inFlight++;
+        outstandingBytes += dataBytes(r);
+        if (outstandingBytes > mostOutstandingBytes) {
+            mostOutstandingBytes = outstandingBytes;
+        }
+        if (outstandingBytes > MAX_OUTSTANDING_BYTES && ctx.channel().config().isAutoRead()) {
+            ctx.channel().config().setAutoRead(false); // what the decoder already holds is still served
+        }
         boolean fua = (r.flags() & CommandFlag.FUA) != 0;
         CompletableFuture<?> result;
         if (command == Command.READ && r.length() > Integer.MAX_VALUE) {
@@ -147,6 +163,17 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
         complete(r, data, failure);
     }
 
+    /** What a request's data counts against {@link #MAX_OUTSTANDING_BYTES} until it is answered. */
+    private static long dataBytes(KernelRequest r) {
+        int command = r.command();
+        return command == Command.READ.code() || command == Command.WRITE.code() ? r.length() : 0;
+    }
+
+    /** The most request data outstanding at once so far. */
+    long mostOutstandingBytes() {
+        return mostOutstandingBytes;
+    }
+
     /** Sends the reply for one request; on the channel's loop (or hops there). */
     void complete(KernelRequest r, ByteBuf data, Throwable failure) {
         if (!loop.inEventLoop()) {
@@ -154,7 +181,11 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
             return;
         }
         inFlight--;
+        outstandingBytes -= dataBytes(r);
         Channel channel = ctx.channel();
+        if (!channel.config().isAutoRead() && outstandingBytes <= MAX_OUTSTANDING_BYTES / 2) {
+            channel.config().setAutoRead(true);
+        }
         int error = 0;
         if (failure != null) {
             error = errorOf(failure).code();

@@ -255,6 +255,60 @@ class KernelBridgeTest {
         }
     }
 
+    /**
+     * A slow server and a kernel that sends 96 MiB of writes at once: the bridge stops reading
+     * the socket once 32 MiB are outstanding, rather than hold everything the kernel sends in
+     * direct memory, and every write still lands.
+     */
+    @Test
+    void theRequestDataOutstandingStaysWithinItsBound() throws Exception {
+        Path slow = dir.resolve("slow.img");
+        int mib = 1 << 20;
+        int writes = 96;
+        try (RandomAccessFile f = new RandomAccessFile(slow.toFile(), "rw")) {
+            f.setLength((long) writes * mib);
+        }
+        try (PeerServer slowServer = PeerServer.nbdkit("nbdkit delay", dir, slow, List.of("--filter=delay"), "file",
+                "file=" + slow, "delay-write=300ms")) {
+            NbdSession slowSession = NbdSession.connect(new NbdConnector(transport, Duration.ofSeconds(5)), slowServer.uri,
+                    SessionOptions.DEFAULT).get(10, TimeUnit.SECONDS);
+            int[] pair = NbdDeviceControl.socketPair();
+            NbdDeviceControl.setNonBlocking(pair[0]);
+            NbdDeviceControl.setNonBlocking(pair[1]);
+            KernelBridge slowBridge = KernelBridge.attach(transport, pair[1], "nbd-slow", slowSession);
+            FakeKernel slowKernel = new FakeKernel();
+            slowKernel.channel = new EpollDomainSocketChannel(pair[0]);
+            slowKernel.channel.pipeline().addLast(slowKernel);
+            transport.group().register(slowKernel.channel).syncUninterruptibly();
+            byte[][] data = new byte[writes][];
+            Random random = new Random(13);
+            try {
+                for (int i = 0; i < writes; i++) {
+                    data[i] = new byte[mib];
+                    random.nextBytes(data[i]);
+                    slowKernel.send(Command.WRITE, 0, handle(1, i), (long) i * mib, mib, data[i]);
+                }
+                for (int i = 0; i < writes; i++) {
+                    assertEquals(0, slowKernel.await(handle(1, i)).error(), "write " + i);
+                }
+                slowKernel.send(Command.FLUSH, 0, handle(2, 0), 0, 0, null);
+                assertEquals(0, slowKernel.await(handle(2, 0)).error());
+            } finally {
+                slowKernel.channel.close().syncUninterruptibly();
+                slowBridge.closed().get(10, TimeUnit.SECONDS);
+                slowSession.disconnect().get(10, TimeUnit.SECONDS);
+            }
+            long most = slowBridge.mostOutstandingBytes();
+            assertTrue(most >= KernelBridge.MAX_OUTSTANDING_BYTES, "the load reached the bound: " + most);
+            // Past the bound only what the decoder had already read in is taken: one read's worth.
+            assertTrue(most <= KernelBridge.MAX_OUTSTANDING_BYTES + 4L * mib, "outstanding at most " + most);
+            byte[] file = Files.readAllBytes(slow);
+            for (int i = 0; i < writes; i++) {
+                assertArrayEquals(data[i], java.util.Arrays.copyOfRange(file, i * mib, (i + 1) * mib), "block " + i);
+            }
+        }
+    }
+
     @Test
     void disconnectAnswersWhatCameBeforeThenCloses() throws Exception {
         byte[] data = new byte[1024 * 1024];
