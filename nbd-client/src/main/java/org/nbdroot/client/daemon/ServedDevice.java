@@ -51,7 +51,8 @@ public interface ServedDevice {
         java.time.Duration wait = force ? FLUSH_BEFORE_FORCED_DESTROY : flushBeforeDestroy();
         String failure;
         try {
-            session.flush().get(wait.toMillis(), TimeUnit.MILLISECONDS);
+            // Not a FLUSH that reports a loss: that report belongs to the file system's own FLUSH.
+            session.flush(false).get(wait.toMillis(), TimeUnit.MILLISECONDS);
             return;
         } catch (java.util.concurrent.TimeoutException e) {
             failure = "the server did not answer the FLUSH within " + wait.toSeconds() + " s";

@@ -49,6 +49,7 @@ public final class NbdSession implements AutoCloseable {
     private final RequestObserver observer;
     /** Completes once connections retired by {@link #refreshExport} have flushed what they wrote and closed. */
     private volatile CompletableFuture<Void> retirements = CompletableFuture.completedFuture(null);
+    private final LossReport losses = new LossReport();
     /** Completes once connections retired by {@link #refreshExport} are closed: they answer nothing more. */
     private volatile CompletableFuture<Void> retiredClosed = CompletableFuture.completedFuture(null);
     private final java.util.concurrent.atomic.AtomicBoolean refreshing = new java.util.concurrent.atomic.AtomicBoolean();
@@ -205,12 +206,9 @@ public final class NbdSession implements AutoCloseable {
         return j == null ? List.of() : j.replay();
     }
 
-    /** Writes acknowledged so far may be missing on the server: the caller's next FLUSH says so (see {@link WriteJournal#lost}). */
-    void journalLost(String why) {
-        WriteJournal j = journal;
-        if (j != null) {
-            j.lost(why);
-        }
+    /** Writes acknowledged so far may be missing on the server: the callers' FLUSHes say so (see {@link LossReport}). */
+    void recordLoss(String why) {
+        losses.lost(why);
     }
 
     /** A FLUSH that covers every journal entry up to {@code seq} succeeded. */
@@ -365,6 +363,16 @@ public final class NbdSession implements AutoCloseable {
         // finds this, and waits for the old connections' last FLUSH (see flush()).
         CompletableFuture<Void> retired = new CompletableFuture<>();
         retirements = CompletableFuture.allOf(retirements, retired);
+        try {
+            retireAll(fresh, now, flushes, retired);
+        } catch (RuntimeException | Error e) {
+            retired.complete(null); // never left pending: every later FLUSH would wait for it
+            throw e;
+        }
+    }
+
+    /** Fills the slots, takes the new export, retires each old connection with its last FLUSH; then completes {@code retired}. */
+    private void retireAll(List<NbdConnection> fresh, ExportInfo now, boolean flushes, CompletableFuture<Void> retired) {
         List<NbdConnection> old = new ArrayList<>();
         for (int i = 0; i < fresh.size(); i++) {
             old.add(connections.getAndSet(i, fresh.get(i)));
@@ -385,7 +393,7 @@ public final class NbdSession implements AutoCloseable {
                 if (failure != null) {
                     java.util.logging.Logger.getLogger(NbdSession.class.getName()).warning(
                             "the FLUSH ending a replaced connection failed: " + failure.getMessage());
-                    journalLost("the FLUSH ending a connection replaced by an export refresh failed ("
+                    recordLoss("the FLUSH ending a connection replaced by an export refresh failed ("
                             + failure.getMessage() + ")");
                 }
                 flushed.complete(null);
@@ -529,24 +537,40 @@ public final class NbdSession implements AutoCloseable {
     }
 
     /**
-     * Asks the server to persist every write completed so far (NBD_CMD_FLUSH). Fails, once, when
-     * writes acknowledged earlier may be missing on the server since (see {@link WriteJournal#lost}).
+     * Asks the server to persist every write completed so far (NBD_CMD_FLUSH). Fails when
+     * writes acknowledged earlier may be missing on the server (see {@link LossReport}).
      */
     public CompletableFuture<Void> flush() {
         return flush(true);
     }
 
-    /** {@code reportsLoss}: false for the session's own FLUSH, which must not take a loss its caller should hear of. */
-    private CompletableFuture<Void> flush(boolean reportsLoss) {
+    /**
+     * {@code reportsLoss}: false for a FLUSH that must not take the report of a loss from the
+     * callers who should hear of it (the session's own; one before a destroy).
+     */
+    public CompletableFuture<Void> flush(boolean reportsLoss) {
         if (!export.has(TransmissionFlag.SEND_FLUSH)) {
             return CompletableFuture.failedFuture(unsupported("NBD_CMD_FLUSH", "send_flush"));
         }
-        CompletableFuture<Void> flush = simple(Command.FLUSH, 0, 0, 0, null, false, reportsLoss);
+        long number = reportsLoss ? losses.flushSent() : 0;
+        CompletableFuture<Void> flush = simple(Command.FLUSH, 0, 0, 0, null);
         // Read after the FLUSH found its connection: had a refresh put a fresh one in its slot, its
         // old connections' retirement is already published (swap) and this waits for it.
         CompletableFuture<Void> retiring = retirements;
         // Writes answered on a connection being retired are covered by its own last FLUSH: wait for that too.
-        return retiring.isDone() ? flush : flush.thenCombine(retiring, (a, b) -> null);
+        CompletableFuture<Void> covered = retiring.isDone() ? flush : flush.thenCombine(retiring, (a, b) -> null);
+        if (!reportsLoss) {
+            return covered;
+        }
+        // Asked once all is done: a retired connection's last FLUSH may have failed meanwhile.
+        return covered.thenApply(v -> {
+            String loss = losses.flushed(number);
+            if (loss != null) {
+                throw new java.util.concurrent.CompletionException(new NbdException(
+                        "writes acknowledged before this flush may be missing on the server: " + loss));
+            }
+            return v;
+        });
     }
 
     /** Discards a range (NBD_CMD_TRIM); it may read back as anything afterwards. */
@@ -622,26 +646,21 @@ public final class NbdSession implements AutoCloseable {
     }
 
     private CompletableFuture<Void> simple(Command command, int flags, long offset, int length, ByteBuf payload) {
-        return simple(command, flags, offset, length, payload, false, false);
+        return simple(command, flags, offset, length, payload, false);
     }
 
     private CompletableFuture<Void> simple(Command command, int flags, long offset, int length, ByteBuf payload,
             boolean lent) {
-        return simple(command, flags, offset, length, payload, lent, false);
-    }
-
-    private CompletableFuture<Void> simple(Command command, int flags, long offset, int length, ByteBuf payload,
-            boolean lent, boolean reportsLoss) {
         WriteJournal j = journal;
         long started = ObserverCalls.started(observer, command);
         Acknowledgement ack;
         boolean journalled = j != null && (command == Command.WRITE || command == Command.TRIM || command == Command.WRITE_ZEROES);
         if (journalled) {
-            ack = new Acknowledgement(j, lent, -1, started, WriteJournal.cost(command, length, lent), false);
+            ack = new Acknowledgement(j, lent, -1, started, WriteJournal.cost(command, length, lent));
         } else if (j != null && command == Command.FLUSH) {
-            ack = new Acknowledgement(j, false, j.mark(), started, 0, reportsLoss);
+            ack = new Acknowledgement(j, false, j.mark(), started, 0);
         } else {
-            ack = new Acknowledgement(null, false, -1, started, 0, false);
+            ack = new Acknowledgement(null, false, -1, started, 0);
         }
         NbdRequest request = new NbdRequest(command, flags, offset, length, payload, ack);
         if (!journalled || !holdForJournal(j, request, ack.journalCost)) {
@@ -710,17 +729,13 @@ public final class NbdSession implements AutoCloseable {
         private final long started;
         /** What a journalled request counts in {@link #journalInFlight} until it is answered; 0 for others. */
         final long journalCost;
-        /** A caller's FLUSH: it reports a loss recorded in the journal. */
-        private final boolean reportsLoss;
 
-        Acknowledgement(WriteJournal journal, boolean lent, long flushMark, long started, long journalCost,
-                boolean reportsLoss) {
+        Acknowledgement(WriteJournal journal, boolean lent, long flushMark, long started, long journalCost) {
             this.journal = journal;
             this.lent = lent;
             this.flushMark = flushMark;
             this.started = started;
             this.journalCost = journalCost;
-            this.reportsLoss = reportsLoss;
         }
 
         @Override
@@ -732,11 +747,9 @@ public final class NbdSession implements AutoCloseable {
                 return;
             }
             boolean flushNow = false;
-            String loss = null;
             if (journal != null) {
                 if (flushMark >= 0) {
                     journal.flushed(flushMark);
-                    loss = reportsLoss ? journal.takeLoss() : null;
                 } else {
                     flushNow = journal.acknowledged(request, lent);
                 }
@@ -746,11 +759,6 @@ public final class NbdSession implements AutoCloseable {
             request.releaseBuffers(); // what the journal did not take: the caller may reuse lent memory from now on
             if (flushNow) {
                 flushForJournal();
-            }
-            if (loss != null) {
-                completeExceptionally(new NbdException("writes acknowledged before this flush may be missing on the server: "
-                        + loss));
-                return;
             }
             complete(null);
         }
@@ -797,7 +805,7 @@ public final class NbdSession implements AutoCloseable {
                     if (cause instanceof NbdUnsupportedException) {
                         abandonJournal(cause.getMessage());
                     } else if (j != null) {
-                        j.lost("the server failed a FLUSH (" + cause.getMessage() + ")");
+                        recordLoss("the server failed a FLUSH (" + cause.getMessage() + ")");
                         giveUp = ++journalFlushFailures >= 2;
                         if (giveUp) {
                             journalFlushFailures = 0;

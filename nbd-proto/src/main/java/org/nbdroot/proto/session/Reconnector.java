@@ -434,7 +434,7 @@ final class Reconnector implements NbdConnection.LossListener {
         if (replay == null) {
             LOG.warning("reconnected to " + session.uri() + ", but not every write acknowledged since the last flush "
                     + "was kept: if the server lost some, they are lost; the next flush fails");
-            session.journalLost("more was written since the last flush than the journal keeps, and the connection was lost");
+            session.recordLoss("more was written since the last flush than the journal keeps, and the connection was lost");
             adopt(slot, connection, attempt, before, now, turn);
             return CompletableFuture.completedFuture(null);
         }
@@ -486,7 +486,7 @@ final class Reconnector implements NbdConnection.LossListener {
             } else if (failure instanceof org.nbdroot.proto.NbdServerErrorException || failure instanceof NbdUnsupportedException) {
                 LOG.warning("the FLUSH after writing again what was not flushed failed (" + failure.getMessage()
                         + "): the writes stay kept for another replay");
-                session.journalLost("the server failed the FLUSH after writing them again (" + failure.getMessage() + ")");
+                session.recordLoss("the server failed the FLUSH after writing them again (" + failure.getMessage() + ")");
                 flushed.complete(null);
             } else {
                 flushed.completeExceptionally(failure);
@@ -536,7 +536,7 @@ final class Reconnector implements NbdConnection.LossListener {
             Replay replay = replayOf(e, now);
             if (replay.problem() != null) {
                 LOG.severe("cannot write again the acknowledged " + e.describe() + ": " + replay.problem());
-                session.journalLost("cannot write again the acknowledged " + e.describe() + ": " + replay.problem());
+                session.recordLoss("cannot write again the acknowledged " + e.describe() + ": " + replay.problem());
             }
             sendable.addAll(replay.entries());
             if (replay.entries().size() != 1 || replay.entries().get(0) != e) {
@@ -556,7 +556,7 @@ final class Reconnector implements NbdConnection.LossListener {
                 if (failure instanceof org.nbdroot.proto.NbdServerErrorException || failure instanceof NbdUnsupportedException) {
                     LOG.severe("writing again the acknowledged " + e.describe() + " failed: " + failure.getMessage());
                     refused.set(true); // it stays in the journal: the next replay tries it again
-                    session.journalLost("the server refused to write again the acknowledged " + e.describe() + " ("
+                    session.recordLoss("the server refused to write again the acknowledged " + e.describe() + " ("
                             + failure.getMessage() + ")");
                 } else if (failure != null) {
                     lost.compareAndSet(null, failure);

@@ -65,8 +65,6 @@ final class WriteJournal {
     private long incompleteUntil = -1;
     /** Set when the export stopped offering FLUSH: nothing could empty the journal again, so it keeps nothing. */
     private boolean abandoned;
-    /** Why writes acknowledged earlier may be missing on the server, until a caller's FLUSH reports it; null: none. */
-    private String loss;
 
     WriteJournal(long limit) {
         this.limit = limit;
@@ -217,28 +215,9 @@ final class WriteJournal {
     }
 
     /**
-     * Writes acknowledged so far may be missing on the server: a replay could not write them
-     * again, found the journal incomplete, or the server failed a FLUSH. The caller's next FLUSH
-     * fails saying so, once (as a kernel reports a lost write at the next fsync): a FLUSH that
-     * succeeded would tell a file system that data it may have lost is durable.
-     */
-    synchronized void lost(String why) {
-        if (loss == null) {
-            loss = why;
-        }
-    }
-
-    /** The loss not reported yet, which the caller now reports; null when there is none. */
-    synchronized String takeLoss() {
-        String why = loss;
-        loss = null;
-        return why;
-    }
-
-    /**
      * Lets go of every entry, as an overflow does, after the server failed the session's own
      * FLUSH: the writes held for room must not wait for a FLUSH that may never succeed. The
-     * loss is recorded separately ({@link #lost}).
+     * loss is reported separately ({@link LossReport}).
      */
     synchronized void giveUp() {
         clear();

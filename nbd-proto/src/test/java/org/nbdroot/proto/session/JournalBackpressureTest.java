@@ -126,7 +126,7 @@ class JournalBackpressureTest {
         f.sent().forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
         assertTrue(flush.isDone());
         String prefix = "writes acknowledged before this flush may be missing on the server: ";
-        return flush.handle((v, e) -> e == null ? null : e.getMessage().replace(prefix, "")).join();
+        return flush.handle((v, e) -> e == null ? null : NbdSession.unwrap(e).getMessage().replace(prefix, "")).join();
     }
 
     /**
