@@ -96,11 +96,14 @@ final class GgateRequest implements BiConsumer<Object, Throwable> {
             }
         } catch (OutOfMemoryError e) {
             // No direct memory for the copy: the kernel puts the bio back at the head of its queue
-            // (EAGAIN) and hands it out again, rather than failing a read that would succeed.
+            // (EAGAIN) and hands it out again, rather than failing a read that would succeed. Not at
+            // once: it would come straight back, as fast as the server answers, while memory is short.
+            release(data);
+            CompletableFuture.delayedExecutor(100, java.util.concurrent.TimeUnit.MILLISECONDS)
+                    .execute(() -> answer(Errno.EAGAIN.intValue(), 0));
             LOG.log(Level.WARNING, device.name() + ": no memory to answer " + GgateWorker.bioName(command) + " of "
                     + length + " bytes at " + offset + "; the kernel queues it again", e);
-            error = Errno.EAGAIN.intValue();
-            address = 0;
+            return;
         } catch (RuntimeException | Error e) {
             LOG.log(Level.SEVERE, device.name() + ": completing " + GgateWorker.bioName(command) + " of " + length
                     + " bytes at " + offset + " failed", e);

@@ -55,7 +55,13 @@ final class GgateWorker implements Runnable {
     /** One START, and the request sent on its way; false when the unit is going away. */
     private boolean takeAndSubmit() {
         if (buffer == null) {
-            buffer = allocate(bufferSize);
+            try {
+                buffer = allocate(bufferSize);
+            } catch (OutOfMemoryError e) {
+                // No bio taken yet: wait for memory rather than leave the unit with no START thread.
+                LOG.warning(device.name() + ": no memory for a " + bufferSize + "-byte buffer yet: " + e.getMessage());
+                return pause(100);
+            }
         }
         io.putInt(GgateAbi.Io.UNIT, device.unit());
         io.putLong(GgateAbi.Io.DATA, buffer.memoryAddress());
@@ -98,13 +104,12 @@ final class GgateWorker implements Runnable {
         } catch (RuntimeException | Error e) {
             // Out of direct memory, most likely. The bio is ours now: give it back to the head of the
             // kernel's queue (EAGAIN) rather than leave it unanswered, and take it again later.
+            // Answered first, logged after: a log that fails must not leave it unanswered.
             device.unreserve(reserved);
-            LOG.log(Level.WARNING, device.name() + ": cannot take " + bioName(command) + " of " + length
-                    + " bytes; the kernel keeps it queued", e);
             int doneErrno = device.doneCall().done(seq, command, length, 0, Errno.EAGAIN.intValue());
-            if (doneErrno != 0) {
-                LOG.warning(device.name() + ": G_GATE_CMD_DONE (EAGAIN) failed: " + GgateException.describe(doneErrno));
-            }
+            LOG.log(Level.WARNING, device.name() + ": cannot take " + bioName(command) + " of " + length
+                    + " bytes; the kernel keeps it queued" + (doneErrno == 0 ? ""
+                    : " (G_GATE_CMD_DONE failed: " + GgateException.describe(doneErrno) + ")"), e);
             return pause(100);
         }
         request.submit(session);
@@ -146,8 +151,12 @@ final class GgateWorker implements Runnable {
         buffer = null;
     }
 
+    /** Where buffers come from; a test swaps it for one that fails, as a full direct memory does. */
+    static volatile java.util.function.IntFunction<ByteBuf> allocator =
+            size -> PooledByteBufAllocator.DEFAULT.directBuffer(size, size);
+
     private static ByteBuf allocate(int size) {
-        return PooledByteBufAllocator.DEFAULT.directBuffer(size, size);
+        return allocator.apply(size);
     }
 
     static String bioName(int command) {

@@ -229,6 +229,39 @@ class GgateAsyncTest {
     }
 
     /**
+     * No direct memory for a WRITE's data once START handed the bio over: the worker gives it
+     * back to the kernel (DONE with EAGAIN puts it at the head of the queue) and takes it again
+     * later. It used to die, leaving the bio unanswered and the unit without a START thread.
+     */
+    @Test
+    void aWriteTakenWithoutMemoryForItsDataGoesBackToTheKernelAndIsServedLater() throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).start()) {
+            NbdSession session = session(server);
+            GgateDevice device = GgateDevice.create(session, options(1), server.uri());
+            java.util.concurrent.atomic.AtomicInteger refusals = new java.util.concurrent.atomic.AtomicInteger(2);
+            java.util.function.IntFunction<ByteBuf> real = GgateWorker.allocator;
+            GgateWorker.allocator = size -> {
+                if (size == 4096 && refusals.getAndDecrement() > 0) {
+                    throw new OutOfMemoryError("Cannot reserve 4096 bytes of direct buffer memory (a test)");
+                }
+                return real.apply(size);
+            };
+            try {
+                long id = write(device.unit(), 8192, 4096, new Random(21));
+                assertTrue(kernel.awaitBio(id, WAIT).ok(), "the write was served once memory was there");
+                assertTrue(refusals.get() < 0, "taken three times: refused twice, then served");
+            } finally {
+                GgateWorker.allocator = real;
+            }
+            assertRead(kernel.awaitBio(kernel.queueRead(device.unit(), 8192, 4096), WAIT), 8192);
+            assertArrayEquals(Arrays.copyOfRange(model, 8192, 8192 + 4096), Arrays.copyOfRange(server.contents(), 8192, 8192 + 4096));
+            device.destroy(true);
+            assertNull(device.awaitTermination(), "the worker served on");
+            session.close();
+        }
+    }
+
+    /**
      * A BIO_DELETE of 2 GiB or more (GEOM sends them with delete_max_sectors 0, or large
      * sectors): the session splits it, so only READ and WRITE are bounded by an int. It used to
      * fail with EINVAL.
