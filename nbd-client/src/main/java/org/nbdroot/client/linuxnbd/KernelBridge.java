@@ -55,6 +55,8 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
     private EventLoop loop;
     private int inFlight;
     private long outstandingBytes;
+    /** Set once the bridge must read whatever is outstanding (see {@link #readAlways}). */
+    private volatile boolean readAlways;
     private volatile long mostOutstandingBytes;
     private volatile boolean disconnectRequested;
     private boolean flushScheduled;
@@ -120,7 +122,7 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
         if (outstandingBytes > mostOutstandingBytes) {
             mostOutstandingBytes = outstandingBytes;
         }
-        if (outstandingBytes > MAX_OUTSTANDING_BYTES && ctx.channel().config().isAutoRead()) {
+        if (outstandingBytes > MAX_OUTSTANDING_BYTES && !readAlways && ctx.channel().config().isAutoRead()) {
             ctx.channel().config().setAutoRead(false); // what the decoder already holds is still served
         }
         boolean fua = (r.flags() & CommandFlag.FUA) != 0;
@@ -161,6 +163,16 @@ final class KernelBridge extends ChannelInboundHandlerAdapter {
             data = null;
         }
         complete(r, data, failure);
+    }
+
+    /**
+     * From now on the kernel's socket is read whatever is outstanding. nbd.c sends a disconnect,
+     * and handles a request timeout, under the lock its sender holds while it waits for room in
+     * the socket: with the bridge not reading, both would wait for the server to answer.
+     */
+    void readAlways() {
+        readAlways = true;
+        loop.execute(() -> ctx.channel().config().setAutoRead(true));
     }
 
     /** What a request's data counts against {@link #MAX_OUTSTANDING_BYTES} until it is answered. */

@@ -51,6 +51,9 @@ public final class LinuxNbdDevice implements ServedDevice {
         this.blockSize = blockSize;
         this.mediaSize = mediaSize;
         this.bridge = bridge;
+        if (options.timeout() > 0) {
+            bridge.readAlways(); // the kernel's timeout must not wait behind a bridge that stopped reading
+        }
     }
 
     /** The block size for an export: as asked, else 512 or the export's minimum block if larger. */
@@ -431,6 +434,7 @@ public final class LinuxNbdDevice implements ServedDevice {
             ServedDevice.flushBeforeDestroy(this, force);
         }
         stopping = true;
+        bridge.readAlways(); // else the kernel's disconnect could wait for a server that is down
         if (netlink != null) {
             netlink.disconnect(options.index());
         } else {
