@@ -89,21 +89,17 @@ final class GgateRequest implements BiConsumer<Object, Throwable> {
                     address = data.memoryAddress() + data.readerIndex(); // the kernel copies from the reply itself
                 } else {
                     // In pieces (a reply over several socket reads, or a read the session split): one copy.
-                    copy = PooledByteBufAllocator.DEFAULT.directBuffer((int) length, (int) length);
-                    data.getBytes(data.readerIndex(), copy, 0, (int) length);
-                    address = copy.memoryAddress();
+                    copy = copyOrNull((int) length);
+                    if (copy == null) {
+                        // No direct memory for it: DONE with EAGAIN puts the bio back at the head of the
+                        // kernel's queue to be taken again, rather than failing a read that would succeed.
+                        error = Errno.EAGAIN.intValue();
+                    } else {
+                        data.getBytes(data.readerIndex(), copy, 0, (int) length);
+                        address = copy.memoryAddress();
+                    }
                 }
             }
-        } catch (OutOfMemoryError e) {
-            // No direct memory for the copy: the kernel puts the bio back at the head of its queue
-            // (EAGAIN) and hands it out again, rather than failing a read that would succeed. Not at
-            // once: it would come straight back, as fast as the server answers, while memory is short.
-            release(data);
-            CompletableFuture.delayedExecutor(100, java.util.concurrent.TimeUnit.MILLISECONDS)
-                    .execute(() -> answer(Errno.EAGAIN.intValue(), 0));
-            LOG.log(Level.WARNING, device.name() + ": no memory to answer " + GgateWorker.bioName(command) + " of "
-                    + length + " bytes at " + offset + "; the kernel queues it again", e);
-            return;
         } catch (RuntimeException | Error e) {
             LOG.log(Level.SEVERE, device.name() + ": completing " + GgateWorker.bioName(command) + " of " + length
                     + " bytes at " + offset + " failed", e);
@@ -115,6 +111,14 @@ final class GgateRequest implements BiConsumer<Object, Throwable> {
         } finally {
             release(data);
             release(copy);
+        }
+    }
+
+    private ByteBuf copyOrNull(int size) {
+        try {
+            return PooledByteBufAllocator.DEFAULT.directBuffer(size, size);
+        } catch (OutOfMemoryError e) {
+            return null;
         }
     }
 

@@ -60,7 +60,7 @@ final class GgateWorker implements Runnable {
             } catch (OutOfMemoryError e) {
                 // No bio taken yet: wait for memory rather than leave the unit with no START thread.
                 LOG.warning(device.name() + ": no memory for a " + bufferSize + "-byte buffer yet: " + e.getMessage());
-                return pause(100);
+                return !device.stopping() && pause(100);
             }
         }
         io.putInt(GgateAbi.Io.UNIT, device.unit());

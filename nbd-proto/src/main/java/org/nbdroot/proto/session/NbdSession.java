@@ -554,11 +554,11 @@ public final class NbdSession implements AutoCloseable {
         }
         long number = reportsLoss ? losses.flushSent() : 0;
         CompletableFuture<Void> flush = simple(Command.FLUSH, 0, 0, 0, null);
-        // Read after the FLUSH found its connection: had a refresh put a fresh one in its slot, its
-        // old connections' retirement is already published (swap) and this waits for it.
-        CompletableFuture<Void> retiring = retirements;
-        // Writes answered on a connection being retired are covered by its own last FLUSH: wait for that too.
-        CompletableFuture<Void> covered = retiring.isDone() ? flush : flush.thenCombine(retiring, (a, b) -> null);
+        // Writes answered on a connection being retired are covered by its own last FLUSH: wait for
+        // that too. Read once the FLUSH is answered: whichever connection took it in the end (a
+        // retiring one hands what it holds to a fresh one), a refresh that put a fresh connection
+        // in a slot before then has published its retirement (swap).
+        CompletableFuture<Void> covered = flush.thenCompose(v -> retirements);
         if (!reportsLoss) {
             return covered;
         }
