@@ -51,6 +51,7 @@ class KernelBridgeTest {
     private Path backing;
     private FakeKernel kernel;
     private KernelBridge bridge;
+    private Bridged main;
 
     /** The kernel's end: sends requests, collects simple replies (reads' data by the length it asked for). */
     static final class FakeKernel extends ByteToMessageDecoder {
@@ -120,6 +121,32 @@ class KernelBridgeTest {
         return ((long) cookie << 32) | tag;
     }
 
+    /** A session to a server of its own, with a bridge and a fake kernel on a socket pair of their own. */
+    private final class Bridged implements AutoCloseable {
+        final NbdSession session;
+        final KernelBridge bridge;
+        final FakeKernel kernel = new FakeKernel();
+
+        Bridged(PeerServer server, String name) throws Exception {
+            session = NbdSession.connect(new NbdConnector(transport, Duration.ofSeconds(5)), server.uri, SessionOptions.DEFAULT)
+                    .get(10, TimeUnit.SECONDS);
+            int[] pair = NbdDeviceControl.socketPair();
+            NbdDeviceControl.setNonBlocking(pair[0]);
+            NbdDeviceControl.setNonBlocking(pair[1]);
+            bridge = KernelBridge.attach(transport, pair[1], name, session);
+            kernel.channel = new EpollDomainSocketChannel(pair[0]);
+            kernel.channel.pipeline().addLast(kernel);
+            transport.group().register(kernel.channel).syncUninterruptibly();
+        }
+
+        @Override
+        public void close() throws Exception {
+            kernel.channel.close().syncUninterruptibly();
+            bridge.closed().handle((v, e) -> null).get(10, TimeUnit.SECONDS); // a test may have broken it on purpose
+            session.disconnect().get(10, TimeUnit.SECONDS);
+        }
+    }
+
     @BeforeEach
     void setUp() throws Exception {
         backing = dir.resolve("disk.img");
@@ -128,22 +155,15 @@ class KernelBridgeTest {
         }
         server = PeerServer.nbdkit("nbdkit", dir, backing, List.of(), "file", "file=" + backing);
         transport = Transport.create(2);
-        session = NbdSession.connect(new NbdConnector(transport, Duration.ofSeconds(5)), server.uri, SessionOptions.DEFAULT)
-                .get(10, TimeUnit.SECONDS);
-        int[] pair = NbdDeviceControl.socketPair();
-        NbdDeviceControl.setNonBlocking(pair[0]);
-        NbdDeviceControl.setNonBlocking(pair[1]);
-        bridge = KernelBridge.attach(transport, pair[1], "nbd-test", session);
-        kernel = new FakeKernel();
-        kernel.channel = new EpollDomainSocketChannel(pair[0]);
-        kernel.channel.pipeline().addLast(kernel);
-        transport.group().register(kernel.channel).syncUninterruptibly();
+        main = new Bridged(server, "nbd-test");
+        session = main.session;
+        bridge = main.bridge;
+        kernel = main.kernel;
     }
 
     @AfterEach
     void tearDown() throws Exception {
-        kernel.channel.close().syncUninterruptibly();
-        session.disconnect().get(10, TimeUnit.SECONDS);
+        main.close();
         transport.close();
         server.close();
     }
@@ -220,17 +240,8 @@ class KernelBridgeTest {
             f.write(after);
         }
         try (PeerServer bigServer = PeerServer.nbdkit("nbdkit", dir, big, List.of(), "file", "file=" + big)) {
-            NbdSession bigSession = NbdSession.connect(new NbdConnector(transport, Duration.ofSeconds(5)), bigServer.uri,
-                    SessionOptions.DEFAULT).get(10, TimeUnit.SECONDS);
-            int[] pair = NbdDeviceControl.socketPair();
-            NbdDeviceControl.setNonBlocking(pair[0]);
-            NbdDeviceControl.setNonBlocking(pair[1]);
-            KernelBridge bigBridge = KernelBridge.attach(transport, pair[1], "nbd-big", bigSession);
-            FakeKernel bigKernel = new FakeKernel();
-            bigKernel.channel = new EpollDomainSocketChannel(pair[0]);
-            bigKernel.channel.pipeline().addLast(bigKernel);
-            transport.group().register(bigKernel.channel).syncUninterruptibly();
-            try {
+            try (Bridged bridged = new Bridged(bigServer, "nbd-big")) {
+                FakeKernel bigKernel = bridged.kernel;
                 bigKernel.send(Command.TRIM, 0, handle(1, 1), 0, (int) tail, null); // 3 GiB: negative as an int
                 assertEquals(0, bigKernel.await(handle(1, 1)).error(), "a 3 GiB TRIM");
                 bigKernel.send(Command.WRITE_ZEROES, 0, handle(1, 2), 0, (int) tail, null);
@@ -238,10 +249,6 @@ class KernelBridgeTest {
                 bigKernel.send(Command.FLUSH, 0, handle(1, 3), 0, 0, null);
                 assertEquals(0, bigKernel.await(handle(1, 3)).error());
                 assertNull(bigKernel.broken);
-            } finally {
-                bigKernel.channel.close().syncUninterruptibly();
-                bigBridge.closed().get(10, TimeUnit.SECONDS);
-                bigSession.disconnect().get(10, TimeUnit.SECONDS);
             }
             try (RandomAccessFile f = new RandomAccessFile(big.toFile(), "r")) {
                 byte[] got = new byte[4096];
@@ -270,19 +277,12 @@ class KernelBridgeTest {
         }
         try (PeerServer slowServer = PeerServer.nbdkit("nbdkit delay", dir, slow, List.of("--filter=delay"), "file",
                 "file=" + slow, "delay-write=300ms")) {
-            NbdSession slowSession = NbdSession.connect(new NbdConnector(transport, Duration.ofSeconds(5)), slowServer.uri,
-                    SessionOptions.DEFAULT).get(10, TimeUnit.SECONDS);
-            int[] pair = NbdDeviceControl.socketPair();
-            NbdDeviceControl.setNonBlocking(pair[0]);
-            NbdDeviceControl.setNonBlocking(pair[1]);
-            KernelBridge slowBridge = KernelBridge.attach(transport, pair[1], "nbd-slow", slowSession);
-            FakeKernel slowKernel = new FakeKernel();
-            slowKernel.channel = new EpollDomainSocketChannel(pair[0]);
-            slowKernel.channel.pipeline().addLast(slowKernel);
-            transport.group().register(slowKernel.channel).syncUninterruptibly();
             byte[][] data = new byte[writes][];
             Random random = new Random(13);
-            try {
+            KernelBridge slowBridge;
+            try (Bridged bridged = new Bridged(slowServer, "nbd-slow")) {
+                FakeKernel slowKernel = bridged.kernel;
+                slowBridge = bridged.bridge;
                 for (int i = 0; i < writes; i++) {
                     data[i] = new byte[mib];
                     random.nextBytes(data[i]);
@@ -293,10 +293,6 @@ class KernelBridgeTest {
                 }
                 slowKernel.send(Command.FLUSH, 0, handle(2, 0), 0, 0, null);
                 assertEquals(0, slowKernel.await(handle(2, 0)).error());
-            } finally {
-                slowKernel.channel.close().syncUninterruptibly();
-                slowBridge.closed().get(10, TimeUnit.SECONDS);
-                slowSession.disconnect().get(10, TimeUnit.SECONDS);
             }
             long most = slowBridge.mostOutstandingBytes();
             assertTrue(most >= KernelBridge.MAX_OUTSTANDING_BYTES, "the load reached the bound: " + most);

@@ -170,17 +170,23 @@ class UnflushedReplayTest {
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = server();
                 NbdSession session = connect(server, options(1 << 20))) {
-            write(session, model, 0, random(random, BLOCK));
-            write(session, model, 65536, random(random, BLOCK));
-            server.armFault(ScriptedNbdServer.Fault.SIMPLE_ERROR, refused); // EIO, not executed
-            server.crash();
-            awaitReconnects(session, 1);
-            assertEquals(List.of(ScriptedNbdServer.Fault.SIMPLE_ERROR), server.firedFaults());
+            crashWithAReplayRefused(server, session, model, random, refused);
             assertEquals(2 * BLOCK, session.unflushedBytes(), "both writes still kept for replay");
             server.crash();
             awaitReconnects(session, 2);
             assertEquals(-1, Arrays.mismatch(model, server.contents()), "the next replay wrote everything again");
         }
+    }
+
+    /** Two writes, then a crash whose replay gets EIO for request {@code refused} after it (not executed). */
+    private static void crashWithAReplayRefused(ScriptedNbdServer server, NbdSession session, byte[] model, Random random,
+            int refused) throws Exception {
+        write(session, model, 0, random(random, BLOCK));
+        write(session, model, 65536, random(random, BLOCK));
+        server.armFault(ScriptedNbdServer.Fault.SIMPLE_ERROR, refused);
+        server.crash();
+        awaitReconnects(session, 1);
+        assertEquals(List.of(ScriptedNbdServer.Fault.SIMPLE_ERROR), server.firedFaults());
     }
 
     /**
@@ -195,12 +201,7 @@ class UnflushedReplayTest {
         byte[] model = new byte[DISK];
         try (ScriptedNbdServer server = server();
                 NbdSession session = connect(server, options(1 << 20))) {
-            write(session, model, 0, random(random, BLOCK));
-            write(session, model, 65536, random(random, BLOCK));
-            server.armFault(ScriptedNbdServer.Fault.SIMPLE_ERROR, refused);
-            server.crash();
-            awaitReconnects(session, 1);
-            assertEquals(List.of(ScriptedNbdServer.Fault.SIMPLE_ERROR), server.firedFaults());
+            crashWithAReplayRefused(server, session, model, random, refused);
             Throwable failure = EngineExtension.failureOf(session.flush());
             assertTrue(failure.getMessage().startsWith("writes acknowledged before this flush may be missing on the server: "),
                     failure.getMessage());

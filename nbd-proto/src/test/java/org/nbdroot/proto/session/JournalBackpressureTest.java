@@ -98,14 +98,7 @@ class JournalBackpressureTest {
     @Test
     void aFailedFlushIsSentAgainAndTheHeldWritesGoAfterIt() {
         List<CompletableFuture<Void>> writes = new ArrayList<>();
-        Request flush = fillToTheJournalsFlush(writes);
-        for (int i = 9; i < 20; i++) {
-            writes.add(write(i));
-        }
-        of(f.sent(), CMD_WRITE).forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
-        f.reply(simpleReply(5, flush.handle(), null)); // EIO
-        List<Request> next = f.sent();
-        assertEquals(0, of(next, CMD_WRITE).size(), "still no room: the journal is full");
+        List<Request> next = failTheJournalsFlushWithWritesHeld(writes);
         assertEquals(1, of(next, CMD_FLUSH).size(), "another FLUSH is asked for");
         // The server now answers everything, FLUSHes included, until nothing more is sent.
         for (int round = 0; round < 20 && !next.isEmpty(); round++) {
@@ -118,6 +111,22 @@ class JournalBackpressureTest {
                 callersFlushFailure());
         f.session.disconnect();
         f.finishWithoutLeaks();
+    }
+
+    /**
+     * The journal's FLUSH is out and eleven writes wait for room; the writes sent are answered
+     * and the FLUSH gets EIO. Returns what the session sends then.
+     */
+    private List<Request> failTheJournalsFlushWithWritesHeld(List<CompletableFuture<Void>> writes) {
+        Request flush = fillToTheJournalsFlush(writes);
+        for (int i = 9; i < 20; i++) {
+            writes.add(write(i));
+        }
+        of(f.sent(), CMD_WRITE).forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
+        f.reply(simpleReply(5, flush.handle(), null)); // EIO
+        List<Request> next = f.sent();
+        assertEquals(List.of(), of(next, CMD_WRITE), "still no room after one failure: the journal is full");
+        return next;
     }
 
     /** A caller's FLUSH, answered at once; the start of its failure's message cut off, or null when it succeeded. */
@@ -136,14 +145,7 @@ class JournalBackpressureTest {
     @Test
     void aFlushThatFailsTwiceInARowLetsTheHeldWritesGo() {
         List<CompletableFuture<Void>> writes = new ArrayList<>();
-        Request flush = fillToTheJournalsFlush(writes);
-        for (int i = 9; i < 20; i++) {
-            writes.add(write(i));
-        }
-        of(f.sent(), CMD_WRITE).forEach(r -> f.reply(simpleReply(0, r.handle(), null)));
-        f.reply(simpleReply(5, flush.handle(), null)); // EIO
-        List<Request> again = f.sent();
-        assertEquals(List.of(), of(again, CMD_WRITE), "still no room after one failure");
+        List<Request> again = failTheJournalsFlushWithWritesHeld(writes);
         f.reply(simpleReply(5, of(again, CMD_FLUSH).get(0).handle(), null)); // EIO again
         List<Request> released = f.sent();
         assertEquals(0, journal.size(), "the journal let go of what it kept");
