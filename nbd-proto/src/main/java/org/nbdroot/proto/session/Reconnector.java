@@ -536,7 +536,9 @@ final class Reconnector implements NbdConnection.LossListener {
             Replay replay = replayOf(e, now);
             if (replay.problem() != null) {
                 LOG.severe("cannot write again the acknowledged " + e.describe() + ": " + replay.problem());
-                session.recordLoss("cannot write again the acknowledged " + e.describe() + ": " + replay.problem());
+                if (e.command() != Command.TRIM) { // a trimmed range may read back as anything: nothing is lost
+                    session.recordLoss("cannot write again the acknowledged " + e.describe() + ": " + replay.problem());
+                }
             }
             sendable.addAll(replay.entries());
             if (replay.entries().size() != 1 || replay.entries().get(0) != e) {
