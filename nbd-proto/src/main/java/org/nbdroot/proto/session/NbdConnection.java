@@ -527,9 +527,9 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     }
 
     private void finish(NbdRequest request, Throwable failure) {
-        // A retiring connection is disconnecting too, but what it had goes to its successor.
+        // A retiring connection (handOver set) is disconnecting too, but what it had goes to its successor.
         if (failure instanceof NbdServerErrorException e && e.error() == NbdError.ESHUTDOWN
-                && (!disconnecting || handOver != null) && (lossListener != null || handOver != null)) {
+                && (handOver != null || (!disconnecting && lossListener != null))) {
             // The server is going away, not refusing the request (proto.md: a client may send it
             // again on a new connection): this connection is lost, the request goes with the
             // unanswered ones to be sent again.
