@@ -5,13 +5,13 @@
 # machine hurts both alike; each figure is the median of the rounds.
 #
 # Usage: bench/compare.sh [--rounds N] [--runtime SECONDS] [--ramp SECONDS] [--size SIZE] [--rows LIST]
-#   LIST: comma-separated from randread4k,read1m,randwrite4k (default: all three)
+#   LIST: comma-separated from randread4k,read1m,randwrite4k,randwrite4k-journal (default: all four)
 #   BENCH_ARGS in the environment: more options for nbd-client bench (--replay-limit 0)
 # Needs: a built image (mvn -DskipTests package), nbdkit, fio, python3.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 client="$here/nbd-client/target/image/bin/nbd-client"
-rounds=3 runtime=10 ramp=2 size=1G rows=randread4k,read1m,randwrite4k
+rounds=3 runtime=10 ramp=2 size=1G rows=randread4k,read1m,randwrite4k,randwrite4k-journal
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -59,11 +59,11 @@ PY
 }
 
 # Prints "IOPS BYTES_PER_SECOND" of one nbd-client bench run.
-run_ours() { # rw bs iodepth
+run_ours() { # rw bs iodepth [more options]
   settle
   # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
   "$client" bench "$uri" --rw "$1" --bs "$2" --iodepth "$3" --runtime "$runtime" --ramp "$ramp" --size "$size" --json \
-      ${BENCH_ARGS:-} > "$work/ours.json"
+      "${@:4}" ${BENCH_ARGS:-} > "$work/ours.json"
   python3 - "$work/ours.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -75,23 +75,28 @@ PY
 
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 
-printf '%-14s %-10s %14s %14s %8s\n' row metric fio nbd-client ours/fio
+printf '%-20s %-10s %14s %14s %8s\n' row metric fio nbd-client ours/fio
 IFS=, read -ra wanted <<< "$rows"
 for row in "${wanted[@]}"; do
+  extra=
   case "$row" in
     randread4k) rw=randread bs=4k depth=32 metric=iops ;;
     read1m) rw=read bs=1M depth=8 metric=MB/s ;;
-    randwrite4k) rw=randwrite bs=4k depth=32 metric=iops ;;
+    # fio keeps no copy of unflushed writes, so the like-for-like row runs without the
+    # replay journal; the next row shows what the journal's own FLUSHes cost (see README).
+    randwrite4k) rw=randwrite bs=4k depth=32 metric=iops extra=--replay-limit=0 ;;
+    randwrite4k-journal) rw=randwrite bs=4k depth=32 metric=iops ;;
     *) echo "compare.sh: unknown row '$row'" >&2; exit 2 ;;
   esac
   fio_values=() our_values=()
   for _ in $(seq "$rounds"); do
     read -r iops bps < <(run_fio "$rw" "$bs" "$depth")
     fio_values+=("$([ "$metric" = iops ] && echo "$iops" || python3 -c "print($bps/1e6)")")
-    read -r iops bps < <(run_ours "$rw" "$bs" "$depth")
+    # shellcheck disable=SC2086 # extra is empty or one option
+    read -r iops bps < <(run_ours "$rw" "$bs" "$depth" $extra)
     our_values+=("$([ "$metric" = iops ] && echo "$iops" || python3 -c "print($bps/1e6)")")
   done
   f=$(median "${fio_values[@]}"); o=$(median "${our_values[@]}")
-  printf '%-14s %-10s %14.0f %14.0f %8.2f\n' "$row" "$metric" "$f" "$o" "$(python3 -c "print($o/$f)")"
+  printf '%-20s %-10s %14.0f %14.0f %8.2f\n' "$row" "$metric" "$f" "$o" "$(python3 -c "print($o/$f)")"
   echo "  rounds: fio ${fio_values[*]} | nbd-client ${our_values[*]}" | sed 's/\([0-9]*\)\.[0-9]*/\1/g'
 done
