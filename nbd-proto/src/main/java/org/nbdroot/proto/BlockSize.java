@@ -25,6 +25,17 @@ public record BlockSize(int minimum, int preferred, int maximum) {
         return null;
     }
 
+    /**
+     * The constraints as the server sent them (unsigned 32-bit values that passed
+     * {@link #violation}), kept in ints: a preferred size of 2 GiB becomes 1 GiB, a maximum past
+     * what an int holds (0xffffffff: no limit) the largest multiple of the minimum that fits.
+     * Both are advice and limits far above any request the engine sends.
+     */
+    public static BlockSize fromWire(long minimum, long preferred, long maximum) {
+        return new BlockSize((int) minimum, (int) Math.min(preferred, 1 << 30),
+                (int) Math.min(maximum, Integer.MAX_VALUE / minimum * minimum));
+    }
+
     /** The largest READ or WRITE payload this client sends: the server's maximum, capped to 32 MiB. */
     public int maximumPayload() {
         int cap = NbdConstants.DEFAULT_MAXIMUM_PAYLOAD;

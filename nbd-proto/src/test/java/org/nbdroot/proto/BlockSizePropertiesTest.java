@@ -46,7 +46,7 @@ class BlockSizePropertiesTest {
         long max = constraint[2];
         assertNull(BlockSize.violation(min, preferred, max));
         // As the handshaker stores it.
-        BlockSize blocks = new BlockSize((int) min, (int) preferred, (int) Math.min(max, Integer.MAX_VALUE));
+        BlockSize blocks = BlockSize.fromWire(min, preferred, max);
         int payload = blocks.maximumPayload();
         assertTrue(payload >= min, "at least one block");
         assertEquals(0, payload % min, "aligned to the minimum");

@@ -65,6 +65,11 @@ public final class Handshaker extends ByteToMessageDecoder {
 
     /** Option replies carry at most a name and a description, each bounded by the spec. */
     static final int MAX_OPTION_REPLY_LENGTH = 4 + 2 * MAX_STRING_LENGTH + 64;
+    /**
+     * Each reply is bounded, their number is not: a server that never ends a list of exports or
+     * of meta contexts would otherwise fill the heap of a daemon that serves a root disk.
+     */
+    static final int MAX_KEPT_PER_OPTION = 4 << 20;
     private static final int EXPORT_NAME_REPLY_LENGTH = 8 + 2;
     private static final int EXPORT_NAME_REPLY_ZEROES = 124;
 
@@ -75,6 +80,8 @@ public final class Handshaker extends ByteToMessageDecoder {
 
     private State state = State.GREETING;
     private NbdOption current;
+    /** Bytes of the current option's replies kept (export names, meta contexts): bounded by {@link #MAX_KEPT_PER_OPTION}. */
+    private long keptForOption;
     private ScheduledFuture<?> timeout;
     private boolean noZeroes;
     /** Options answered since TLS was set up; -1 before (or without) TLS. */
@@ -191,6 +198,7 @@ public final class Handshaker extends ByteToMessageDecoder {
 
     private void sendNextOption(ChannelHandlerContext ctx) {
         current = pending.poll();
+        keptForOption = 0;
         ByteBuf data = ctx.alloc().buffer();
         switch (current) {
             case EXPORT_NAME -> data.writeBytes(plan.exportName().getBytes(UTF_8));
@@ -293,6 +301,11 @@ public final class Handshaker extends ByteToMessageDecoder {
     }
 
     private void onOptionData(int type, ByteBuf payload) throws NbdException {
+        keptForOption += payload.readableBytes();
+        if (keptForOption > MAX_KEPT_PER_OPTION) {
+            throw new NbdProtocolException(String.format("the server sent more than %d MiB of replies to %s",
+                    MAX_KEPT_PER_OPTION >> 20, current.specName()));
+        }
         if (current == NbdOption.LIST && type == OptionReplyType.SERVER.code()) {
             String name = readString(payload, "export name in NBD_REP_SERVER");
             String desc = readRest(payload, "export description in NBD_REP_SERVER");
@@ -305,7 +318,11 @@ public final class Handshaker extends ByteToMessageDecoder {
             int id = payload.readInt();
             String name = readRest(payload, "meta context name");
             if (current == NbdOption.SET_META_CONTEXT) {
-                metaContexts.put(id, name);
+                String earlier = metaContexts.putIfAbsent(id, name);
+                if (earlier != null) {
+                    throw new NbdProtocolException(String.format(
+                            "the server gave meta context id %d to both '%s' and '%s'", id, earlier, name));
+                }
             } else {
                 availableMetaContexts.add(name);
             }
@@ -338,7 +355,7 @@ public final class Handshaker extends ByteToMessageDecoder {
                 if (violation != null) {
                     throw new NbdProtocolException("NBD_INFO_BLOCK_SIZE: " + violation);
                 }
-                blockSize = new BlockSize((int) min, (int) preferred, (int) Math.min(max, Integer.MAX_VALUE));
+                blockSize = BlockSize.fromWire(min, preferred, max);
             }
             default -> payload.skipBytes(payload.readableBytes()); // the spec says to ignore unknown info
         }
@@ -450,13 +467,19 @@ public final class Handshaker extends ByteToMessageDecoder {
     }
 
     private void finish(ChannelHandlerContext ctx, HandshakeResult outcome) {
-        state = State.DONE;
-        timeout.cancel(false);
         if (outcome.transmission()) {
-            beforeTransmission.accept(ctx, outcome);
+            try {
+                beforeTransmission.accept(ctx, outcome);
+            } catch (RuntimeException | Error e) {
+                // Not DONE yet, so that the failure ends the handshake (and the connection) rather than leave it waiting.
+                fail(ctx, new NbdException("setting up the connection for transmission failed: " + e, e));
+                return;
+            }
         } else {
             sendAbort(ctx);
         }
+        state = State.DONE;
+        timeout.cancel(false);
         ctx.pipeline().remove(this);
         result.trySuccess(outcome);
     }

@@ -282,7 +282,7 @@ class HandshakerFuzzTest {
                     long max = in.pick(1L << 25, 0xffffffffL, min, 1000L, in.u32());
                     boolean valid = BlockSizeRules.valid(min, preferred, max);
                     if (valid) {
-                        model.blockSize = new BlockSize((int) min, (int) preferred, (int) Math.min(max, Integer.MAX_VALUE));
+                        model.blockSize = BlockSize.fromWire(min, preferred, max);
                     }
                     infoReply(option, bytes().u16(3).u32(min).u32(preferred).u32(max).array(), valid);
                 }
@@ -387,8 +387,7 @@ class HandshakerFuzzTest {
             // Whatever was accepted obeys the spec, corrupted input or not.
             assertTrue(e.size() >= 0 && e.size() % e.blockSize().minimum() == 0, "size a multiple of the minimum block");
             BlockSize b = e.blockSize();
-            assertTrue(BlockSizeRules.valid(b.minimum(), b.preferred(), b.maximum() == Integer.MAX_VALUE ? 0xffffffffL
-                    : b.maximum()), "block sizes as the spec allows: " + b);
+            assertTrue(BlockSizeRules.valid(b.minimum(), b.preferred(), b.maximum()), "block sizes as the spec allows: " + b);
             assertTrue(e.name().length() <= 4096 && (e.description() == null || e.description().length() <= 4096),
                     "strings within the spec's limit");
             if (model.tainted) {

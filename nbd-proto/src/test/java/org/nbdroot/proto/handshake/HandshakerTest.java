@@ -714,6 +714,68 @@ class HandshakerTest {
         assertEquals(List.of(), success().availableMetaContexts());
     }
 
+    /** Each reply is bounded; without a bound on their number a server could fill the daemon's heap. */
+    @Test
+    void aListThatNeverEndsFailsPast4MiBOfReplies() {
+        start(HandshakePlan.listExports().withTimeout(TIMEOUT));
+        server(greeting(FIXED_NEWSTYLE));
+        drainOutbound(ch);
+        byte[] entry = optionReply(OPT_LIST, REP_SERVER, bytes().string("x".repeat(4000)).array());
+        int sent = 0;
+        while (!result.isDone() && sent < 2000) {
+            server(entry);
+            sent++;
+        }
+        assertContains(failure(NbdProtocolException.class).getMessage(),
+                "the server sent more than 4 MiB of replies to NBD_OPT_LIST");
+        assertTrue(sent > 1000 && sent < 1100, "failed just past 4 MiB: after " + sent + " replies");
+        assertFalse(ch.isOpen());
+    }
+
+    @Test
+    void aMetaContextIdGivenTwiceIsAProtocolError() {
+        startAfterGreeting();
+        server(optionReply(OPT_STRUCTURED_REPLY, REP_ACK, new byte[0]));
+        drainOutbound(ch);
+        server(optionReply(OPT_SET_META_CONTEXT, REP_META_CONTEXT, bytes().u32(7).utf8("base:allocation").array()),
+                optionReply(OPT_SET_META_CONTEXT, REP_META_CONTEXT, bytes().u32(7).utf8("x-other:thing").array()));
+        assertContains(failure(NbdProtocolException.class).getMessage(),
+                "the server gave meta context id 7 to both 'base:allocation' and 'x-other:thing'");
+        assertFalse(ch.isOpen());
+    }
+
+    /** Were the handshake marked done first, the failure would be dropped and nothing would end it. */
+    @Test
+    void aConnectionWhoseTransmissionSetUpThrowsFailsInsteadOfHanging() {
+        ch = new EmbeddedChannel();
+        ch.freezeTime();
+        ch.config().setAllocator(alloc);
+        result = ch.eventLoop().newPromise();
+        ch.pipeline().addLast(new Handshaker(plan("disk"), result, (ctx, r) -> {
+            throw new IllegalStateException("no room for the handlers");
+        }));
+        server(greeting(FIXED_NEWSTYLE | NO_ZEROES),
+                optionReply(OPT_STRUCTURED_REPLY, REP_ACK, new byte[0]),
+                optionReply(OPT_SET_META_CONTEXT, REP_ACK, new byte[0]),
+                infoExport(SIZE, TFLAGS), optionReply(OPT_GO, REP_ACK, new byte[0]));
+        assertContains(failure(NbdException.class).getMessage(),
+                "setting up the connection for transmission failed: java.lang.IllegalStateException: no room for the handlers");
+        assertFalse(ch.isOpen());
+    }
+
+    /** A preferred size of 2 GiB and a maximum past 2^31 are legal; kept in ints they must stay meaningful. */
+    @Test
+    void blockSizesPastWhatAnIntHoldsStayValid() {
+        startAtGo("disk");
+        server(infoExport(SIZE, 1), info(INFO_BLOCK_SIZE, bytes().u32(4096).u32(0x80000000L).u32(0xfffff000L)),
+                optionReply(OPT_GO, REP_ACK, new byte[0]));
+        BlockSize blocks = success().export().blockSize();
+        assertEquals(1 << 30, blocks.preferred());
+        assertEquals(Integer.MAX_VALUE / 4096 * 4096, blocks.maximum());
+        assertNull(BlockSize.violation(blocks.minimum(), blocks.preferred(), blocks.maximum()));
+        assertFalse(ch.finish());
+    }
+
     @Test
     void shutdownRefusalOfAnyOptionEndsTheHandshake() {
         startAfterGreeting();
