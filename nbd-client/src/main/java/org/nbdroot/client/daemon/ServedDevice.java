@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.logging.Logger;
+import org.nbdroot.proto.NbdWritesLostException;
 import org.nbdroot.proto.session.NbdSession;
 
 /** A block device a daemon serves, as its control socket and the serve command see it. */
@@ -41,7 +42,10 @@ public interface ServedDevice {
      * The FLUSH a destroy starts with, when the export takes writes and offers FLUSH. Without
      * force, a FLUSH that fails or does not complete in {@link #flushBeforeDestroy()} refuses
      * the destroy (nothing is destroyed, the writes not yet flushed are still kept for the
-     * server); with force it is logged and the destroy goes on.
+     * server); with force it is logged and the destroy goes on. It is a FLUSH that reports a
+     * loss no FLUSH of the file system's has reported (see {@link NbdSession#unreportedLoss}):
+     * without force the destroy is refused once, so that the admin hears of it while the
+     * device can still be checked, and a second destroy goes on.
      */
     static void flushBeforeDestroy(ServedDevice device, boolean force) throws IOException {
         NbdSession session = device.session();
@@ -51,13 +55,24 @@ public interface ServedDevice {
         java.time.Duration wait = force ? FLUSH_BEFORE_FORCED_DESTROY : flushBeforeDestroy();
         String failure;
         try {
-            // Not a FLUSH that reports a loss: that report belongs to the file system's own FLUSH.
-            session.flush(false).get(wait.toMillis(), TimeUnit.MILLISECONDS);
+            session.flush().get(wait.toMillis(), TimeUnit.MILLISECONDS);
             return;
         } catch (java.util.concurrent.TimeoutException e) {
             failure = "the server did not answer the FLUSH within " + wait.toSeconds() + " s";
         } catch (ExecutionException e) {
-            failure = "the FLUSH failed: " + e.getCause().getMessage();
+            Throwable cause = e.getCause();
+            if (cause instanceof NbdWritesLostException) {
+                String lost = cause.getMessage().replace(NbdWritesLostException.PREFIX, "");
+                if (!force) {
+                    throw new IOException(device.name() + ": not destroyed: writes acknowledged earlier may be missing"
+                            + " on the server (" + lost + "), and no FLUSH had reported it yet: check what is on the"
+                            + " device; a second destroy goes on");
+                }
+                Logger.getLogger(ServedDevice.class.getName()).severe(device.name() + ": destroying; writes acknowledged"
+                        + " earlier may be missing on the server: " + lost);
+                return;
+            }
+            failure = "the FLUSH failed: " + cause.getMessage();
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             failure = "interrupted while waiting for the FLUSH";

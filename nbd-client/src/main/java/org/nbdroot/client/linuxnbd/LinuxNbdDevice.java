@@ -422,12 +422,18 @@ public final class LinuxNbdDevice implements ServedDevice {
         }
         boolean writable = !session.export().readOnly() && !options.readOnly();
         if (!force) {
-            if (control != null) {
-                control.fsync();
-            } else {
-                try (NbdDeviceControl c = NbdDeviceControl.open(options.index())) {
-                    c.fsync();
+            try {
+                if (control != null) {
+                    control.fsync();
+                } else {
+                    try (NbdDeviceControl c = NbdDeviceControl.open(options.index())) {
+                        c.fsync();
+                    }
                 }
+            } catch (LinuxNbdException e) {
+                // The kernel's FLUSH failed: the bridge logged why (a server error, or a loss it reported).
+                throw new LinuxNbdException(name() + ": not destroyed: " + e.getMessage()
+                        + " (this daemon's log says why); destroy -f goes on regardless");
             }
         }
         if (writable) {

@@ -132,6 +132,46 @@ class GgateServerFaultsTest {
         }
     }
 
+    /**
+     * Writes the server may have dropped (it failed the FLUSHes the journal sent of its own),
+     * and no BIO_FLUSH since to report it: the first destroy is refused, naming the loss, while
+     * the device can still be checked; the second goes on.
+     */
+    @Test
+    void aLossNoFlushReportedRefusesTheFirstDestroy() throws Exception {
+        try (ScriptedNbdServer server = ScriptedNbdServer.builder().size(DISK).start()) {
+            SessionOptions options = SessionOptions.DEFAULT.withReconnect(
+                    new ReconnectPolicy(Duration.ofMillis(20), Duration.ofMillis(200), 0).withReplayLimit(64 << 10));
+            NbdSession session = NbdSession.connect(new NbdConnector(transport, Duration.ofSeconds(5)),
+                    NbdUri.parse(server.uri()), options).get(10, TimeUnit.SECONDS);
+            GgateDevice device = GgateDevice.create(session,
+                    new GgateOptions(GgateAbi.UNIT_AUTO, 0, GgateOptions.DEFAULT_QUEUE_SIZE, 0, false, 4), server.uri());
+            server.failFlushes(true);
+            for (int i = 0; i < 16; i++) { // 64 KiB: past half the journal's limit, so it sends a FLUSH of its own
+                assertTrue(kernel.awaitBio(kernel.queueWrite(device.unit(), i * 4096L, new byte[4096]), WAIT).ok());
+            }
+            long deadline = System.nanoTime() + WAIT.toNanos();
+            while (session.unreportedLoss() == null && System.nanoTime() < deadline) {
+                Thread.sleep(10);
+            }
+            assertTrue(session.unreportedLoss() != null && session.unreportedLoss().startsWith("the server failed a FLUSH"),
+                    "the journal's failed FLUSH is a loss: " + session.unreportedLoss());
+            server.failFlushes(false);
+
+            java.io.IOException refused = org.junit.jupiter.api.Assertions.assertThrows(java.io.IOException.class,
+                    () -> device.destroy(false));
+            assertTrue(refused.getMessage().startsWith(device.name() + ": not destroyed: writes acknowledged earlier may be"
+                    + " missing on the server (the server failed a FLUSH") && refused.getMessage().endsWith(
+                    "a second destroy goes on"), refused.getMessage());
+            assertTrue(kernel.unit(device.unit()).isPresent(), "the unit is left to be checked");
+            assertNull(session.unreportedLoss(), "reported");
+
+            device.destroy(false);
+            assertNull(device.awaitTermination());
+            session.disconnect().get(10, TimeUnit.SECONDS);
+        }
+    }
+
     /** A destroy while the server is down: an answer, not a hang; with force, the device goes. */
     @Test
     void aDestroyWhileTheServerIsDownAnswersInsteadOfHanging() throws Exception {

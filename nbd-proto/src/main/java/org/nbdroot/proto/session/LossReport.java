@@ -23,6 +23,11 @@ final class LossReport {
         }
     }
 
+    /** Why, when a loss waits for a FLUSH to report it; else null. */
+    synchronized String pending() {
+        return pending;
+    }
+
     /** A caller's FLUSH is being sent: its number. */
     synchronized long flushSent() {
         return ++sent;

@@ -12,6 +12,7 @@ import org.nbdroot.proto.ExportInfo;
 import org.nbdroot.proto.Extent;
 import org.nbdroot.proto.NbdException;
 import org.nbdroot.proto.NbdUnsupportedException;
+import org.nbdroot.proto.NbdWritesLostException;
 import org.nbdroot.proto.handshake.HandshakeResult;
 import org.nbdroot.proto.transport.NbdConnector;
 import org.nbdroot.proto.transport.NbdUri;
@@ -204,6 +205,14 @@ public final class NbdSession implements AutoCloseable {
     List<WriteJournal.Entry> journalReplay() {
         WriteJournal j = journal;
         return j == null ? List.of() : j.replay();
+    }
+
+    /**
+     * Why writes acknowledged earlier may be missing on the server, when no caller's FLUSH has
+     * reported it yet; else null. The next {@link #flush()} reports it.
+     */
+    public String unreportedLoss() {
+        return losses.pending();
     }
 
     /** Writes acknowledged so far may be missing on the server: the callers' FLUSHes say so (see {@link LossReport}). */
@@ -566,8 +575,7 @@ public final class NbdSession implements AutoCloseable {
         return covered.thenApply(v -> {
             String loss = losses.flushed(number);
             if (loss != null) {
-                throw new java.util.concurrent.CompletionException(new NbdException(
-                        "writes acknowledged before this flush may be missing on the server: " + loss));
+                throw new java.util.concurrent.CompletionException(new NbdWritesLostException(loss));
             }
             return v;
         });
@@ -929,6 +937,12 @@ public final class NbdSession implements AutoCloseable {
     public CompletableFuture<Void> disconnect() {
         if (reconnector != null) {
             reconnector.close();
+        }
+        String loss = losses.pending();
+        if (loss != null) {
+            // Nobody is left to hear it from a FLUSH: the log is the last place to say it.
+            java.util.logging.Logger.getLogger(NbdSession.class.getName()).severe("closing with writes acknowledged "
+                    + "earlier that may be missing on the server, which no FLUSH has reported: " + loss);
         }
         WriteJournal j = journal;
         if (j != null) {

@@ -35,6 +35,16 @@ class LossReportTest {
         assertNull(report.flushed(later), "sent after the report");
     }
 
+    /** What a destroy or a closing session asks: a loss is pending until a FLUSH reports it. */
+    @Test
+    void aLossIsPendingUntilAFlushReportsIt() {
+        assertNull(report.pending());
+        report.lost("a replayed write was refused");
+        assertEquals("a replayed write was refused", report.pending());
+        report.flushed(report.flushSent());
+        assertNull(report.pending(), "reported");
+    }
+
     @Test
     void aSecondLossBeforeTheReportKeepsTheFirstReason() {
         report.lost("first");
