@@ -17,8 +17,8 @@ import java.util.concurrent.TimeoutException;
 /**
  * Starts one daemon from the staged copy, through the staged runtime linker with a library
  * path inside the staging directory, so that nothing it maps comes from the old root. It
- * waits for the daemon's first line on stdout, which it prints once the device serves
- * (the same handshake {@code nbd-client} uses to put itself in the background).
+ * waits for the daemon's line naming the device on stdout, which it prints once the device
+ * serves (the same handshake {@code nbd-client} uses to put itself in the background).
  */
 public final class DaemonLauncher {
     /** Exit status of the daemon for a command line that does not parse: trying again cannot help. */
@@ -94,7 +94,8 @@ public final class DaemonLauncher {
                     .redirectError(ProcessBuilder.Redirect.INHERIT);
             environment(pb.environment());
             Process daemon = pb.start();
-            CompletableFuture<String> ready = CompletableFuture.supplyAsync(() -> firstLine(daemon));
+            String name = java.nio.file.Path.of(path).getFileName().toString();
+            CompletableFuture<String> ready = CompletableFuture.supplyAsync(() -> readyLine(daemon, name));
             long left = deadline - System.nanoTime();
             String line;
             try {
@@ -152,11 +153,23 @@ public final class DaemonLauncher {
         }
     }
 
-    private static String firstLine(Process daemon) {
+    /**
+     * The daemon's line naming its device, once it serves; null when it exits first. Other lines
+     * (the JVM's own, with -Xlog or -verbose:gc in nbdroot.java.options) are passed on: taken for
+     * readiness, they would name a root no daemon serves yet.
+     */
+    private String readyLine(Process daemon, String deviceName) {
         try {
-            return new BufferedReader(new InputStreamReader(daemon.getInputStream(), StandardCharsets.UTF_8)).readLine();
+            BufferedReader out = new BufferedReader(new InputStreamReader(daemon.getInputStream(), StandardCharsets.UTF_8));
+            for (String line = out.readLine(); line != null; line = out.readLine()) {
+                if (line.equals(deviceName)) {
+                    return line;
+                }
+                err.println(line);
+            }
         } catch (IOException e) {
-            return null;
+            // the daemon closed its output: what it exits with says why
         }
+        return null;
     }
 }

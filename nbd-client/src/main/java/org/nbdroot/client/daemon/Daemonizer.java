@@ -19,12 +19,15 @@ import jnr.posix.POSIXFactory;
 
 /**
  * Puts the daemon in the background the way a JVM can: it starts itself again with
- * {@code -f} and waits until the child says it is serving (its first line on stdout, the
- * device name), relaying what the child says on stderr until then. The child detaches into
+ * {@code -f} and waits until the child says it is serving (its line on stdout naming the
+ * device), relaying what the child says on stderr until then. The child detaches into
  * a session of its own and, once serving, sends its output to a log file.
  */
 public final class Daemonizer {
     private Daemonizer() {}
+
+    /** What the child prints once it serves: its device's name. */
+    static final java.util.regex.Pattern DEVICE_NAME = java.util.regex.Pattern.compile("(ggate|nbd)[0-9]+");
 
     /** In the parent: runs the same command in the foreground as a child; returns the exit status. */
     public static int runDetached(String[] appArgs, PrintStream out, PrintStream err) throws IOException, InterruptedException {
@@ -46,6 +49,11 @@ public final class Daemonizer {
         relay.start();
         BufferedReader lines = new BufferedReader(new InputStreamReader(child.getInputStream(), StandardCharsets.UTF_8));
         String ready = lines.readLine();
+        // The JVM's own lines (-Xlog, -verbose:gc in JAVA_OPTS) come first: passed on, not taken for readiness.
+        while (ready != null && !DEVICE_NAME.matcher(ready).matches()) {
+            out.println(ready);
+            ready = lines.readLine();
+        }
         if (ready == null) {
             int status = child.waitFor();
             relay.join(1000);
