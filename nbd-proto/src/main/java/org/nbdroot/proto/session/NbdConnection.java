@@ -435,7 +435,8 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         if (wide) {
             long count = payload.readUnsignedInt();
             long present = payload.readableBytes() / descriptor;
-            if (count != present) {
+            // 0: "the number of subsequent descriptors is determined solely by the length" (proto.md)
+            if (count != 0 && count != present) {
                 throw new NbdProtocolException(String.format("%s for %s announces %d extents but carries %d",
                         name, request.describe(), count, present));
             }

@@ -167,6 +167,19 @@ class ExtendedHeadersConnectionTest {
         assertBrokenWith("announces 3 extents but carries 2", status);
     }
 
+    /** The spec lets a server leave the count 0: the length says how many descriptors follow. */
+    @Test
+    void blockStatusExtWithADescriptorCountOf0TakesTheCountFromTheLength() {
+        open(extendedExport());
+        NbdRequest r = blockStatus(0, 8192);
+        Pending status = submit(r);
+        sent();
+        reply(extendedChunk(FLAG_DONE, TYPE_BLOCK_STATUS_EXT, r.handle, 0,
+                blockStatusExtPayload(BASE_ALLOCATION_ID, 0, 4096, 0, 4096, 3)));
+        assertTrue(status.succeeded());
+        assertEquals(List.of(new Extent(0, 4096, 0), new Extent(4096, 4096, 3)), r.extents);
+    }
+
     @Test
     void blockStatusExtNotMadeOfWhole16ByteExtents() {
         open(extendedExport());
