@@ -59,7 +59,9 @@
 
 /* In seconds. */
 #define	DEATH_WATCH	5	/* for SIGTERM, then SIGKILL */
+#ifndef HOOK_TIMEOUT		/* the tests build one with a short timeout */
 #define	HOOK_TIMEOUT	120	/* for /etc/rc.reroot to finish */
+#endif
 #define	ROOT_WAIT	3	/* default wait for the root device */
 #define	SHELL_SPACING	2	/* between emergency shells */
 
@@ -602,7 +604,14 @@ run_hook(void)
 	if (r == 0) {
 		emergency("%s did not finish within %d seconds; killing it",
 		    PATH_RC_REROOT, HOOK_TIMEOUT);
-		kill(pid, SIGKILL);
+		/*
+		 * Its whole process group (spawn gives it one): a child left
+		 * running could still start daemons or name a root while the
+		 * emergency shell is up.
+		 */
+		kill(-pid, SIGKILL);
+		if (wait_for(pid, &status, DEATH_WATCH) == 0)
+			emergency("%s survived SIGKILL", PATH_RC_REROOT);
 		return (-1);
 	}
 	return (report_status(PATH_RC_REROOT, status));

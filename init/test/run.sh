@@ -9,7 +9,9 @@
 #                                      mkfs.ext4, losetup)
 set -eu
 
-INIT=$(realpath "${1:?usage: test/run.sh path/to/init}")
+INIT=$(realpath "${1:?usage: test/run.sh path/to/init [path/to/init-hook3]}")
+# The same init built with -DHOOK_TIMEOUT=3, for the case of a hook that runs too long.
+INIT_HOOK3=${2:+$(realpath "$2")}
 BUSYBOX=$(command -v busybox) || { echo "run.sh: busybox is missing (apt-get install busybox-static)" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run.sh: must run as root (namespaces, mounts, loop devices)" >&2; exit 1; }
 for tool in unshare mkfs.ext4 losetup timeout; do
@@ -230,6 +232,26 @@ expect "shell one: pid"
 expect "init: emergency shell exited"
 expect "shell two: pid"
 refuse "NEWROOT-INIT"
+
+if [ -n "$INIT_HOOK3" ]; then
+case=hooktimeout
+make_old "$RC_REROOT" '#!/bin/sh
+echo "hook: hanging"
+sleep 1000 &
+echo $! > /dev/reroot/hook-child.pid
+wait'
+cp "$INIT_HOOK3" "$OLD/sbin/init"
+run_init '' '' '' 'if kill -0 "$(cat /dev/reroot/hook-child.pid)" 2>/dev/null; then echo "shell: hook child alive"; else echo "shell: hook child gone"; fi; /sbin/init poweroff'
+expect_status 130 "poweroff"
+expect "hook: hanging"
+expect "init: /etc/rc.reroot did not finish within 3 seconds; killing it"
+expect "init: reroot failed"
+expect "shell: hook child gone"
+refuse "survived SIGKILL"
+refuse "NEWROOT-INIT"
+else
+	echo "run.sh: no init built with -DHOOK_TIMEOUT=3 given: the hook time-out case is not run"
+fi
 
 case=badroot
 make_old "$RC_REROOT"
