@@ -12,6 +12,9 @@ import java.util.Map;
 public final class NewRoot {
     private NewRoot() {}
 
+    /** How long the companion init keeps trying to mount the new root (it tries every 0.25 s). */
+    static final int ROOT_WAIT_SECONDS = 10;
+
     /**
      * The kenv variables FreeBSD's kern_reroot() reads: {@code vfs.root.mountfrom}, and for a
      * ZFS root the boot environment variables the seed's rc.reroot set, so that
@@ -50,6 +53,9 @@ public final class NewRoot {
         conf.append("FSTYPE=").append(fstype).append('\n');
         config.rootFlags().ifPresent(flags -> conf.append("FLAGS=").append(flags).append('\n'));
         conf.append("INIT=").append(config.init().orElse("/sbin/init")).append('\n');
+        // The device serves already, but a partition on it (nbd0p1) appears once the kernel's
+        // scan of the new disk has run, asynchronously: more than init's default 3 s to be safe.
+        conf.append("ROOTWAIT=").append(ROOT_WAIT_SECONDS).append('\n');
         return conf.toString();
     }
 

@@ -30,7 +30,7 @@ class RerootConfigTest {
         assertEquals(Optional.of("noatime"), c.rootFlags());
         assertEquals(Duration.ofSeconds(5), c.timeout());
         assertEquals(List.of("-Xint", "-Xmx96m"), c.javaOptions());
-        assertEquals("ROOT=/dev/nbd0\nFSTYPE=ext4\nFLAGS=noatime\nINIT=/sbin/init\n", NewRoot.linuxRootConf(c));
+        assertEquals("ROOT=/dev/nbd0\nFSTYPE=ext4\nFLAGS=noatime\nINIT=/sbin/init\nROOTWAIT=10\n", NewRoot.linuxRootConf(c));
     }
 
     @Test
