@@ -56,6 +56,8 @@ public final class DaemonLauncher {
         // Resolve the server's name once, now: after the reroot the resolver's files and
         // libraries are those of whatever root the daemon is left with.
         command.add("-Dsun.net.inetaddr.ttl=-1");
+        // jnr looks here first for the libraries it loads by name (libc): the staged copies, not the old root's.
+        command.add("-Djnr.ffi.library.path=" + staged.libraries());
         command.add("-Djffi.boot.library.path=" + staged.image().resolve("lib"));
         command.add("-Dnbd.rundir=" + staged.runDirectory());
         command.addAll(javaOptions);

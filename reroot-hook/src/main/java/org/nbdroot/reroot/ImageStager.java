@@ -40,6 +40,11 @@ public final class ImageStager {
         for (Map.Entry<String, Path> lib : closure.libraries().entrySet()) {
             copyFile(lib.getValue(), target.libraries().resolve(lib.getKey()), counts);
         }
+        for (Map.Entry<String, String> alias : jnrAliases(closure.libraries().keySet()).entrySet()) {
+            Path link = target.libraries().resolve(alias.getKey());
+            Files.deleteIfExists(link);
+            Files.createSymbolicLink(link, Path.of(alias.getValue()));
+        }
         Path interpreter = closure.interpreter().get();
         Path linker = target.libraries().resolve(interpreter.getFileName());
         if (!closure.libraries().containsKey(interpreter.getFileName().toString())) {
@@ -47,6 +52,18 @@ public final class ImageStager {
         }
         Files.writeString(target.runtimeLinkerNote(), linker.getFileName() + "\n");
         return new Result(counts[0], counts[1], closure.libraries().size(), linker);
+    }
+
+    /**
+     * Links to add among the staged libraries, name to target. jnr (jnr-posix, and the bindings
+     * here) asks for the C library as "c", a file named libc.so, except on Linux. On FreeBSD
+     * /usr/lib/libc.so is a linker script, which jnr follows to /lib/libc.so.7 of the old root: a
+     * second libc, mapped from the disk the reroot takes away. A libc.so beside the staged
+     * libc.so.7, found first ({@link DaemonLauncher} puts the staged libraries on jnr's path), is
+     * the very file the runtime linker already mapped, so no other copy is loaded.
+     */
+    static Map<String, String> jnrAliases(java.util.Set<String> staged) {
+        return staged.contains("libc.so.7") && !staged.contains("libc.so") ? Map.of("libc.so", "libc.so.7") : Map.of();
     }
 
     private static void copyTree(Path from, Path to, long[] counts) throws IOException {

@@ -44,6 +44,7 @@ class RerootCommandTest {
         }
         assertTrue(r.out().startsWith(expected), r.out());
         assertTrue(r.out().contains(" -Dnbd.rundir=" + dir + "/run "), r.out());
+        assertTrue(r.out().contains(" -Djnr.ffi.library.path=" + dir + "/lib "), "jnr finds the staged libc first: " + r.out());
         // Linux: marked as the root's storage daemon, which systemd's shutdown spares.
         String mark = RerootCommand.isFreeBsd() ? "" : " --root-storage";
         assertTrue(r.out().contains(" -Xmx64m -m org.nbdroot.client/org.nbdroot.client.Main --foreground --detached" + mark
