@@ -31,12 +31,31 @@ public final class DaemonLauncher {
     private final boolean rescue;
     private final PrintStream err;
 
+    private final java.util.function.Predicate<RerootConfig.Device> leftAttached;
+
     /** {@code rescue}: the daemons take over units whose daemons died ({@code nbd-client rescue}) instead of creating them. */
     public DaemonLauncher(StagedImage staged, boolean freebsd, boolean rescue, PrintStream err) {
+        this(staged, freebsd, rescue, err, d -> leftAttached(d, freebsd));
+    }
+
+    /** {@code leftAttached}: whether a device is attached already (tests stand in for the kernel). */
+    DaemonLauncher(StagedImage staged, boolean freebsd, boolean rescue, PrintStream err,
+            java.util.function.Predicate<RerootConfig.Device> leftAttached) {
         this.staged = staged;
         this.freebsd = freebsd;
         this.rescue = rescue;
         this.err = err;
+        this.leftAttached = leftAttached;
+    }
+
+    /**
+     * A unit attached before any daemon of this reroot started: an earlier attempt left it when it
+     * failed (a second device that did not come up, a root that would not mount) and init then
+     * killed its daemon. Creating it again would fail (FreeBSD: EEXIST; Linux: already connected).
+     */
+    static boolean leftAttached(RerootConfig.Device device, boolean freebsd) {
+        return freebsd ? java.nio.file.Files.exists(java.nio.file.Path.of(device.devicePath(true)))
+                : java.nio.file.Files.exists(java.nio.file.Path.of("/sys/block/nbd" + device.unit() + "/pid"));
     }
 
     /** A daemon serving its device. */
@@ -44,6 +63,10 @@ public final class DaemonLauncher {
 
     /** The command line: runtime linker, staged java, the options the launcher script would give, the daemon's arguments. */
     List<String> command(RerootConfig.Device device, List<String> javaOptions) throws IOException {
+        return command(device, javaOptions, rescue);
+    }
+
+    private List<String> command(RerootConfig.Device device, List<String> javaOptions, boolean rescue) throws IOException {
         List<String> command = new ArrayList<>();
         command.add(staged.runtimeLinker().toString());
         if (!freebsd) {
@@ -84,12 +107,24 @@ public final class DaemonLauncher {
      */
     public Started start(RerootConfig.Device device, Duration timeout, List<String> javaOptions)
             throws IOException, InterruptedException {
-        long deadline = System.nanoTime() + timeout.toNanos();
+        return start(device, timeout, timeout, javaOptions);
+    }
+
+    /** {@code left}: what remains of {@code timeout}, the configured wait shared by all devices. */
+    public Started start(RerootConfig.Device device, Duration left, Duration timeout, List<String> javaOptions)
+            throws IOException, InterruptedException {
+        long deadline = System.nanoTime() + left.toNanos();
         String path = device.devicePath(freebsd);
+        boolean takeOver = rescue;
+        if (!rescue && leftAttached.test(device)) {
+            err.println("nbd-client reroot: " + path + " is still attached from an earlier attempt, its daemon gone:"
+                    + " taking it over (nbd-client rescue)");
+            takeOver = true;
+        }
         int attempt = 0;
         while (true) {
             attempt++;
-            ProcessBuilder pb = new ProcessBuilder(command(device, javaOptions))
+            ProcessBuilder pb = new ProcessBuilder(command(device, javaOptions, takeOver))
                     // not the old root's /, which the reroot takes away
                     .directory(staged.root().toFile())
                     .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
@@ -98,10 +133,10 @@ public final class DaemonLauncher {
             Process daemon = pb.start();
             String name = java.nio.file.Path.of(path).getFileName().toString();
             CompletableFuture<String> ready = CompletableFuture.supplyAsync(() -> readyLine(daemon, name));
-            long left = deadline - System.nanoTime();
+            long remaining = deadline - System.nanoTime();
             String line;
             try {
-                line = ready.get(Math.max(left, 0), TimeUnit.NANOSECONDS);
+                line = ready.get(Math.max(remaining, 0), TimeUnit.NANOSECONDS);
             } catch (TimeoutException e) {
                 daemon.destroyForcibly();
                 throw new IOException(path + " not ready after " + timeout.toSeconds() + " s (" + String.join(" ", device.server())

@@ -100,8 +100,11 @@ public final class RerootCommand implements Callable<Integer> {
                 }
                 return 0;
             }
+            // One deadline for all devices: init's limit for the whole hook is one too.
+            long deadline = System.nanoTime() + cfg.timeout().toNanos();
             for (RerootConfig.Device d : cfg.devices()) {
-                DaemonLauncher.Started s = launcher.start(d, cfg.timeout(), cfg.javaOptions());
+                java.time.Duration left = java.time.Duration.ofNanos(Math.max(0, deadline - System.nanoTime()));
+                DaemonLauncher.Started s = launcher.start(d, left, cfg.timeout(), cfg.javaOptions());
                 out.println("nbd-client reroot: " + s.devicePath() + (rescue ? " taken over" : " served") + " by pid "
                         + s.pid() + " from " + String.join(" ", d.server()));
                 out.flush();

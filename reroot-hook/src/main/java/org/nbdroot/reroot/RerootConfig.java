@@ -39,6 +39,9 @@ public record RerootConfig(List<Device> devices, String root, Optional<String> r
         }
     }
 
+    /** The companion init kills /etc/rc.reroot after 120 s: what it waits for devices must end before. */
+    static final int MAX_TIMEOUT_SECONDS = 100;
+
     /** Reads the configuration, or says exactly which variable is missing or wrong. */
     public static RerootConfig from(Map<String, String> variables) {
         TreeMap<Integer, String> servers = new TreeMap<>();
@@ -83,14 +86,24 @@ public record RerootConfig(List<Device> devices, String root, Optional<String> r
         if (!root.contains(":")) {
             throw new IllegalArgumentException("nbdroot.root must be FSTYPE:DEVICE (e.g. ext4:/dev/nbd0), not '" + root + "'");
         }
+        if (root.startsWith("zfs:") && root.lastIndexOf('/') <= "zfs:".length()) {
+            throw new IllegalArgumentException("nbdroot.root " + root
+                    + ": a ZFS root names a dataset inside a pool, e.g. zfs:pool/ROOT/default");
+        }
         Duration timeout = Duration.ofSeconds(60);
         String t = variables.get("nbdroot.timeout");
         if (t != null) {
+            long seconds;
             try {
-                timeout = Duration.ofSeconds(Long.parseLong(t.trim()));
+                seconds = Long.parseLong(t.trim());
             } catch (NumberFormatException e) {
                 throw new IllegalArgumentException("nbdroot.timeout must be a number of seconds, not '" + t + "'");
             }
+            if (seconds < 1 || seconds > MAX_TIMEOUT_SECONDS) {
+                throw new IllegalArgumentException("nbdroot.timeout must be 1 to " + MAX_TIMEOUT_SECONDS + " seconds, not "
+                        + seconds + " (the companion init gives /etc/rc.reroot 120 s in all, staging included)");
+            }
+            timeout = Duration.ofSeconds(seconds);
         }
         return new RerootConfig(List.copyOf(devices), root.trim(), Optional.ofNullable(variables.get("nbdroot.rootflags")),
                 Optional.ofNullable(variables.get("nbdroot.init")), timeout,

@@ -27,13 +27,18 @@ class DaemonLauncherTest {
     private final RerootConfig.Device nbd0 = new RerootConfig.Device(0, List.of("nbd://server/root"), List.of());
 
     private DaemonLauncher launcherPlaying(Path dir, String script) throws IOException {
+        return launcherPlaying(dir, script, false);
+    }
+
+    /** {@code attached}: whether the kernel has nbd0 attached already, its daemon gone. */
+    private DaemonLauncher launcherPlaying(Path dir, String script, boolean attached) throws IOException {
         StagedImage staged = new StagedImage(dir);
         Files.createDirectories(staged.libraries());
         Path linker = staged.libraries().resolve("fake-ld.so");
         Files.writeString(linker, "#!/bin/sh\n" + script);
         Files.setPosixFilePermissions(linker, PosixFilePermissions.fromString("rwxr-xr-x"));
         Files.writeString(staged.runtimeLinkerNote(), "fake-ld.so\n");
-        return new DaemonLauncher(staged, false, false, err);
+        return new DaemonLauncher(staged, false, false, err, d -> attached);
     }
 
     /** -Xlog or -verbose:gc in nbdroot.java.options: the JVM's line is no sign that the device serves. */
@@ -43,6 +48,38 @@ class DaemonLauncherTest {
         IOException e = assertThrows(IOException.class, () -> launcher.start(nbd0, Duration.ofMillis(1500), List.of()));
         assertTrue(e.getMessage().startsWith("the daemon for /dev/nbd0 failed"), e.getMessage());
         assertTrue(errBytes.toString(StandardCharsets.UTF_8).contains(JVM_LOG_LINE), "the JVM's line is passed on");
+    }
+
+    /**
+     * A retry after an attempt that failed late (a root that would not mount): init killed the
+     * daemon, the kernel kept nbd0. Creating it again would fail; the new daemon takes it over.
+     */
+    @Test
+    void aUnitLeftAttachedByAnEarlierAttemptIsTakenOver(@TempDir Path dir) throws Exception {
+        Path args = dir.resolve("args");
+        DaemonLauncher launcher = launcherPlaying(dir, "echo \"$@\" > '" + args + "'\necho nbd0\nexec sleep 30\n", true);
+        DaemonLauncher.Started started = launcher.start(nbd0, Duration.ofSeconds(20), List.of());
+        try {
+            String command = Files.readString(args);
+            assertTrue(command.contains(" org.nbdroot.client/org.nbdroot.client.Main rescue --foreground "), command);
+            assertTrue(errBytes.toString(StandardCharsets.UTF_8).contains(
+                    "/dev/nbd0 is still attached from an earlier attempt, its daemon gone: taking it over"), errBytes.toString());
+        } finally {
+            ProcessHandle.of(started.pid()).ifPresent(ProcessHandle::destroyForcibly);
+        }
+    }
+
+    @Test
+    void aFirstAttemptCreatesTheUnit(@TempDir Path dir) throws Exception {
+        Path args = dir.resolve("args");
+        DaemonLauncher launcher = launcherPlaying(dir, "echo \"$@\" > '" + args + "'\necho nbd0\nexec sleep 30\n", false);
+        DaemonLauncher.Started started = launcher.start(nbd0, Duration.ofSeconds(20), List.of());
+        try {
+            String command = Files.readString(args);
+            assertTrue(command.contains(" org.nbdroot.client/org.nbdroot.client.Main --foreground "), command);
+        } finally {
+            ProcessHandle.of(started.pid()).ifPresent(ProcessHandle::destroyForcibly);
+        }
     }
 
     @Test
