@@ -165,12 +165,18 @@ public final class DaemonLauncher {
     /**
      * A fixed, small environment: the copied libraries come first for the linker and for jnr's
      * dlopen("libc"), and the C locale, which glibc serves with no files (another locale maps
-     * /usr/lib/locale from the old root).
+     * /usr/lib/locale from the old root). Files a daemon would otherwise read from the root
+     * later, once the root may be gone or served by nobody (FreeBSD's rc.final): the time zone
+     * (UTC, not /etc/localtime, for the log's first line) and FreeBSD's libmap.conf.
      */
     void environment(java.util.Map<String, String> env) {
         env.clear();
         env.put("LD_LIBRARY_PATH", staged.libraries().toString());
         env.put("LC_ALL", "C");
+        env.put("TZ", "UTC");
+        if (freebsd) {
+            env.put("LD_LIBMAP_DISABLE", "1");
+        }
         env.put("PATH", "/sbin:/bin:/usr/sbin:/usr/bin");
     }
 

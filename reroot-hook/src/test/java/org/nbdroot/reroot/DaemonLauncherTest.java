@@ -70,6 +70,17 @@ class DaemonLauncherTest {
     }
 
     @Test
+    void theDaemonsEnvironmentNeedsNoFileOfTheRoot(@TempDir Path dir) throws Exception {
+        java.util.Map<String, String> env = new java.util.HashMap<>(java.util.Map.of("HOME", "/root", "TZ", "Europe/Paris"));
+        launcherPlaying(dir, "exit 0\n").environment(env);
+        assertEquals(java.util.Map.of("LD_LIBRARY_PATH", dir.resolve("lib").toString(), "LC_ALL", "C", "TZ", "UTC",
+                "PATH", "/sbin:/bin:/usr/sbin:/usr/bin"), env);
+        java.util.Map<String, String> bsd = new java.util.HashMap<>();
+        new DaemonLauncher(new StagedImage(dir), true, false, err, d -> false).environment(bsd);
+        assertEquals("1", bsd.get("LD_LIBMAP_DISABLE"), "FreeBSD's runtime linker reads no libmap.conf");
+    }
+
+    @Test
     void aFirstAttemptCreatesTheUnit(@TempDir Path dir) throws Exception {
         Path args = dir.resolve("args");
         DaemonLauncher launcher = launcherPlaying(dir, "echo \"$@\" > '" + args + "'\necho nbd0\nexec sleep 30\n", false);
