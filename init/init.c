@@ -537,6 +537,12 @@ mount_tmpfs(const char *path)
 	struct iovec iov[6];
 	char errmsg[255];
 
+	/*
+	 * A tmpfs an earlier, failed attempt left (its daemons died in
+	 * kill_all): unmounted, not buried under a new one with what it holds.
+	 */
+	while (unmount(path, 0) == 0)
+		;
 	memset(errmsg, 0, sizeof(errmsg));
 	iov[0].iov_base = "fstype";
 	iov[0].iov_len = sizeof("fstype");
@@ -560,6 +566,12 @@ mount_tmpfs(const char *path)
 		emergency("cannot create %s: %s", path, strerror(errno));
 		return (-1);
 	}
+	/*
+	 * As above.  Detached: after a failed second phase this very process
+	 * runs from the init copy in it.
+	 */
+	while (umount2(path, MNT_DETACH) == 0)
+		;
 	if (mount("tmpfs", path, "tmpfs", MS_NOSUID, "mode=0700") == -1) {
 		emergency("cannot mount tmpfs on %s: %s", path,
 		    strerror(errno));

@@ -76,6 +76,7 @@ echo "NEWROOT-INIT pid=$$"
 [ -e /proc/self/stat ] && echo "newroot: /proc present"
 grep -q ' / ext4 ' /proc/mounts && echo "newroot: / is ext4"
 [ -e /newroot ] && echo "newroot: old root visible"
+echo "newroot: tmpfs mounts on /dev/reroot: $(grep -c ' /dev/reroot ' /proc/mounts)"
 if [ -f /dev/reroot/daemon.pid ] && kill -0 "$(cat /dev/reroot/daemon.pid)"; then
 	echo "newroot: daemon alive"
 fi
@@ -198,6 +199,7 @@ expect "newroot: / is ext4"
 expect "newroot: daemon alive"
 expect "newroot: rc child gone"
 expect "newroot: done"
+expect "newroot: tmpfs mounts on /dev/reroot: 1"
 refuse "newroot: old root visible"
 refuse "emergency shell"
 # The old root's files were deleted to free its memory.
@@ -269,6 +271,7 @@ printf '%s\nMODE=fast\n' "$CONF" > "$OLD/etc/reroot.conf"
 # From the emergency shell: fix the file and retry.
 run_init '' "printf '%s\\n' 'ROOT=$LOOP' 'FSTYPE=ext4' > /etc/reroot.conf; /sbin/init reroot"
 expect_status 0 "the retried reroot reaches the new root's init"
+expect "newroot: tmpfs mounts on /dev/reroot: 1"
 expect 'init: /etc/reroot.conf:3: unknown key "MODE"'
 expect "init: starting an emergency shell"
 expect "NEWROOT-INIT pid=1"
