@@ -59,6 +59,8 @@ public final class Handshaker extends ByteToMessageDecoder {
         OPTION_REPLY,
         TLS_HANDSHAKE,
         EXPORT_NAME_REPLY,
+        /** The server is in transmission; the client is putting its handlers in place. */
+        TRANSMISSION_SETUP,
         DONE,
         DEAD
     }
@@ -70,6 +72,8 @@ public final class Handshaker extends ByteToMessageDecoder {
      * of meta contexts would otherwise fill the heap of a daemon that serves a root disk.
      */
     static final int MAX_KEPT_PER_OPTION = 4 << 20;
+    /** Also in number: a reply of 4 bytes costs far more than 4 bytes of heap once kept. */
+    static final int MAX_REPLIES_PER_OPTION = 65536;
     private static final int EXPORT_NAME_REPLY_LENGTH = 8 + 2;
     private static final int EXPORT_NAME_REPLY_ZEROES = 124;
 
@@ -82,6 +86,8 @@ public final class Handshaker extends ByteToMessageDecoder {
     private NbdOption current;
     /** Bytes of the current option's replies kept (export names, meta contexts): bounded by {@link #MAX_KEPT_PER_OPTION}. */
     private long keptForOption;
+    /** How many replies to the current option were kept: bounded by {@link #MAX_REPLIES_PER_OPTION}. */
+    private int repliesForOption;
     private ScheduledFuture<?> timeout;
     private boolean noZeroes;
     /** Options answered since TLS was set up; -1 before (or without) TLS. */
@@ -199,6 +205,7 @@ public final class Handshaker extends ByteToMessageDecoder {
     private void sendNextOption(ChannelHandlerContext ctx) {
         current = pending.poll();
         keptForOption = 0;
+        repliesForOption = 0;
         ByteBuf data = ctx.alloc().buffer();
         switch (current) {
             case EXPORT_NAME -> data.writeBytes(plan.exportName().getBytes(UTF_8));
@@ -302,9 +309,9 @@ public final class Handshaker extends ByteToMessageDecoder {
 
     private void onOptionData(int type, ByteBuf payload) throws NbdException {
         keptForOption += payload.readableBytes();
-        if (keptForOption > MAX_KEPT_PER_OPTION) {
-            throw new NbdProtocolException(String.format("the server sent more than %d MiB of replies to %s",
-                    MAX_KEPT_PER_OPTION >> 20, current.specName()));
+        if (keptForOption > MAX_KEPT_PER_OPTION || ++repliesForOption > MAX_REPLIES_PER_OPTION) {
+            throw new NbdProtocolException(String.format("the server sent more than %d MiB or %d replies to %s",
+                    MAX_KEPT_PER_OPTION >> 20, MAX_REPLIES_PER_OPTION, current.specName()));
         }
         if (current == NbdOption.LIST && type == OptionReplyType.SERVER.code()) {
             String name = readString(payload, "export name in NBD_REP_SERVER");
@@ -318,6 +325,14 @@ public final class Handshaker extends ByteToMessageDecoder {
             int id = payload.readInt();
             String name = readRest(payload, "meta context name");
             if (current == NbdOption.SET_META_CONTEXT) {
+                // One reply per context selected, each selected by a query: nothing else is kept.
+                if (!asked(name)) {
+                    throw new NbdProtocolException("the server selected meta context '" + name + "', which was not asked for"
+                            + " (asked: " + String.join(", ", plan.metaContexts()) + ")");
+                }
+                if (metaContexts.containsValue(name)) {
+                    throw new NbdProtocolException("the server selected meta context '" + name + "' twice");
+                }
                 String earlier = metaContexts.putIfAbsent(id, name);
                 if (earlier != null) {
                     throw new NbdProtocolException(String.format(
@@ -331,6 +346,16 @@ public final class Handshaker extends ByteToMessageDecoder {
         } else {
             throw new NbdProtocolException(String.format("unexpected reply type %#x to %s", type, current.specName()));
         }
+    }
+
+    /** Whether a query of the plan selects {@code name}: the same name, or a namespace query ("x-foo:") it lies in. */
+    private boolean asked(String name) {
+        for (String query : plan.metaContexts()) {
+            if (query.equals(name) || (query.endsWith(":") && name.startsWith(query))) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private void onInfo(ByteBuf payload) throws NbdException {
@@ -471,7 +496,9 @@ public final class Handshaker extends ByteToMessageDecoder {
             try {
                 beforeTransmission.accept(ctx, outcome);
             } catch (RuntimeException | Error e) {
-                // Not DONE yet, so that the failure ends the handshake (and the connection) rather than leave it waiting.
+                // Not DONE yet, so that the failure ends the handshake (and the connection) rather than leave it
+                // waiting; and no NBD_OPT_ABORT, as the server is in transmission already.
+                state = State.TRANSMISSION_SETUP;
                 fail(ctx, new NbdException("setting up the connection for transmission failed: " + e, e));
                 return;
             }

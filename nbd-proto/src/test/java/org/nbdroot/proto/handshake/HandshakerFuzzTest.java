@@ -297,14 +297,17 @@ class HandshakerFuzzTest {
                 }
                 case 6 -> {
                     int id = (int) in.u32();
-                    String name = text();
-                    if (option == OPT_SET_META_CONTEXT) {
+                    String name = in.bool() ? "base:allocation" : text();
+                    // SET: one reply per context asked for, with its own id; anything else is refused.
+                    boolean refused = option == OPT_SET_META_CONTEXT && (!plan.metaContexts().contains(name)
+                            || model.metaContexts.containsKey(id) || model.metaContexts.containsValue(name));
+                    if (option == OPT_SET_META_CONTEXT && !refused) {
                         model.metaContexts.put(id, name);
                     } else if (option == OPT_LIST_META_CONTEXT) {
                         model.available.add(name);
                     }
                     send(optionReply(option, REP_META_CONTEXT, bytes().u32(id).utf8(name).array()),
-                            option != OPT_SET_META_CONTEXT && option != OPT_LIST_META_CONTEXT);
+                            refused || option != OPT_SET_META_CONTEXT && option != OPT_LIST_META_CONTEXT);
                 }
                 case 7 -> { // a reply for another option
                     send(optionReply(in.intIn(0, 12), REP_ACK, new byte[0]), true);

@@ -727,15 +727,15 @@ class HandshakerTest {
             sent++;
         }
         assertContains(failure(NbdProtocolException.class).getMessage(),
-                "the server sent more than 4 MiB of replies to NBD_OPT_LIST");
+                "the server sent more than 4 MiB or 65536 replies to NBD_OPT_LIST");
         assertTrue(sent > 1000 && sent < 1100, "failed just past 4 MiB: after " + sent + " replies");
         assertFalse(ch.isOpen());
     }
 
     @Test
     void aMetaContextIdGivenTwiceIsAProtocolError() {
-        startAfterGreeting();
-        server(optionReply(OPT_STRUCTURED_REPLY, REP_ACK, new byte[0]));
+        start(plan("disk").withMetaContexts(List.of("base:allocation", "x-other:")));
+        server(greeting(FIXED_NEWSTYLE | NO_ZEROES), optionReply(OPT_STRUCTURED_REPLY, REP_ACK, new byte[0]));
         drainOutbound(ch);
         server(optionReply(OPT_SET_META_CONTEXT, REP_META_CONTEXT, bytes().u32(7).utf8("base:allocation").array()),
                 optionReply(OPT_SET_META_CONTEXT, REP_META_CONTEXT, bytes().u32(7).utf8("x-other:thing").array()));
@@ -760,7 +760,49 @@ class HandshakerTest {
                 infoExport(SIZE, TFLAGS), optionReply(OPT_GO, REP_ACK, new byte[0]));
         assertContains(failure(NbdException.class).getMessage(),
                 "setting up the connection for transmission failed: java.lang.IllegalStateException: no room for the handlers");
+        byte[] sent = drainOutbound(ch);
+        byte[] go = goOption("disk");
+        assertArrayEquals(go, java.util.Arrays.copyOfRange(sent, sent.length - go.length, sent.length),
+                "NBD_OPT_GO was the last thing sent: no NBD_OPT_ABORT to a server in transmission");
         assertFalse(ch.isOpen());
+    }
+
+    /** A server could otherwise send one context after another, each kept for the connection's life. */
+    @Test
+    void aMetaContextThatWasNotAskedForIsAProtocolError() {
+        startAfterGreeting();
+        server(optionReply(OPT_STRUCTURED_REPLY, REP_ACK, new byte[0]));
+        drainOutbound(ch);
+        server(optionReply(OPT_SET_META_CONTEXT, REP_META_CONTEXT, bytes().u32(8).utf8("").array()));
+        assertContains(failure(NbdProtocolException.class).getMessage(),
+                "the server selected meta context '', which was not asked for (asked: base:allocation)");
+    }
+
+    @Test
+    void aMetaContextSelectedTwiceIsAProtocolError() {
+        startAfterGreeting();
+        server(optionReply(OPT_STRUCTURED_REPLY, REP_ACK, new byte[0]));
+        drainOutbound(ch);
+        server(optionReply(OPT_SET_META_CONTEXT, REP_META_CONTEXT, bytes().u32(7).utf8("base:allocation").array()),
+                optionReply(OPT_SET_META_CONTEXT, REP_META_CONTEXT, bytes().u32(8).utf8("base:allocation").array()));
+        assertContains(failure(NbdProtocolException.class).getMessage(),
+                "the server selected meta context 'base:allocation' twice");
+    }
+
+    @Test
+    void aListOfMoreThan65536ExportsFails() {
+        start(HandshakePlan.listExports().withTimeout(TIMEOUT));
+        server(greeting(FIXED_NEWSTYLE));
+        drainOutbound(ch);
+        byte[] entry = optionReply(OPT_LIST, REP_SERVER, bytes().string("").array());
+        int sent = 0;
+        while (!result.isDone() && sent < 70000) {
+            server(entry);
+            sent++;
+        }
+        assertContains(failure(NbdProtocolException.class).getMessage(),
+                "the server sent more than 4 MiB or 65536 replies to NBD_OPT_LIST");
+        assertEquals(65537, sent);
     }
 
     /** A preferred size of 2 GiB and a maximum past 2^31 are legal; kept in ints they must stay meaningful. */
