@@ -4,7 +4,6 @@ import java.io.IOException;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.logging.Logger;
-import org.nbdroot.proto.NbdWritesLostException;
 import org.nbdroot.proto.session.NbdSession;
 
 /** A block device a daemon serves, as its control socket and the serve command see it. */
@@ -35,6 +34,9 @@ public interface ServedDevice {
         return java.time.Duration.ofSeconds(Long.getLong("nbd.destroy.flush-wait-seconds", 30));
     }
 
+    /** The loss each session's last destroy refused for, so that the next destroy goes on. */
+    java.util.Map<NbdSession, String> LOSSES_TOLD = java.util.Collections.synchronizedMap(new java.util.WeakHashMap<>());
+
     /** With force, the FLUSH is tried this long, then the device goes regardless. */
     java.time.Duration FLUSH_BEFORE_FORCED_DESTROY = java.time.Duration.ofSeconds(2);
 
@@ -42,10 +44,10 @@ public interface ServedDevice {
      * The FLUSH a destroy starts with, when the export takes writes and offers FLUSH. Without
      * force, a FLUSH that fails or does not complete in {@link #flushBeforeDestroy()} refuses
      * the destroy (nothing is destroyed, the writes not yet flushed are still kept for the
-     * server); with force it is logged and the destroy goes on. It is a FLUSH that reports a
-     * loss no FLUSH of the file system's has reported (see {@link NbdSession#unreportedLoss}):
-     * without force the destroy is refused once, so that the admin hears of it while the
-     * device can still be checked, and a second destroy goes on.
+     * server); with force it is logged and the destroy goes on. A loss no FLUSH of the file
+     * system's has reported (see {@link NbdSession#unreportedLoss}) refuses a destroy without
+     * force once, so that the admin hears of it while the device can still be checked; the
+     * next destroy goes on, and logs it.
      */
     static void flushBeforeDestroy(ServedDevice device, boolean force) throws IOException {
         NbdSession session = device.session();
@@ -55,24 +57,25 @@ public interface ServedDevice {
         java.time.Duration wait = force ? FLUSH_BEFORE_FORCED_DESTROY : flushBeforeDestroy();
         String failure;
         try {
-            session.flush().get(wait.toMillis(), TimeUnit.MILLISECONDS);
+            // Not a FLUSH that takes the report of a loss: should the destroy not happen after all (the
+            // unit is still open), the report stays for the file system's own FLUSH. It is looked at instead.
+            session.flush(false).get(wait.toMillis(), TimeUnit.MILLISECONDS);
+            String lost = session.unreportedLoss();
+            if (lost == null) {
+                return;
+            }
+            if (!force && !lost.equals(LOSSES_TOLD.put(session, lost))) {
+                throw new IOException(device.name() + ": not destroyed: writes acknowledged earlier may be missing"
+                        + " on the server (" + lost + "), and no FLUSH has reported it: check what is on the"
+                        + " device; destroy again to go on");
+            }
+            Logger.getLogger(ServedDevice.class.getName()).severe(device.name() + ": destroying; writes acknowledged"
+                    + " earlier may be missing on the server: " + lost);
             return;
         } catch (java.util.concurrent.TimeoutException e) {
             failure = "the server did not answer the FLUSH within " + wait.toSeconds() + " s";
         } catch (ExecutionException e) {
-            Throwable cause = e.getCause();
-            if (cause instanceof NbdWritesLostException) {
-                String lost = cause.getMessage().replace(NbdWritesLostException.PREFIX, "");
-                if (!force) {
-                    throw new IOException(device.name() + ": not destroyed: writes acknowledged earlier may be missing"
-                            + " on the server (" + lost + "), and no FLUSH had reported it yet: check what is on the"
-                            + " device; a second destroy goes on");
-                }
-                Logger.getLogger(ServedDevice.class.getName()).severe(device.name() + ": destroying; writes acknowledged"
-                        + " earlier may be missing on the server: " + lost);
-                return;
-            }
-            failure = "the FLUSH failed: " + cause.getMessage();
+            failure = "the FLUSH failed: " + e.getCause().getMessage();
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             failure = "interrupted while waiting for the FLUSH";

@@ -162,9 +162,15 @@ class GgateServerFaultsTest {
                     () -> device.destroy(false));
             assertTrue(refused.getMessage().startsWith(device.name() + ": not destroyed: writes acknowledged earlier may be"
                     + " missing on the server (the server failed a FLUSH") && refused.getMessage().endsWith(
-                    "a second destroy goes on"), refused.getMessage());
+                    "destroy again to go on"), refused.getMessage());
             assertTrue(kernel.unit(device.unit()).isPresent(), "the unit is left to be checked");
+            // Still the file system's to hear, were the device to stay: the next BIO_FLUSH fails.
+            assertTrue(session.unreportedLoss() != null, "not taken by the destroy's FLUSH");
+            BioResult flush = kernel.awaitBio(kernel.queueBio(device.unit(), GgateEmulator.BIO_FLUSH, 0, 0, null), WAIT);
+            assertTrue(!flush.ok(), "the file system's FLUSH reports the loss: " + flush);
             assertNull(session.unreportedLoss(), "reported");
+            assertTrue(kernel.awaitBio(kernel.queueBio(device.unit(), GgateEmulator.BIO_FLUSH, 0, 0, null), WAIT).ok(),
+                    "once");
 
             device.destroy(false);
             assertNull(device.awaitTermination());

@@ -51,6 +51,8 @@ public final class NbdSession implements AutoCloseable {
     /** Completes once connections retired by {@link #refreshExport} have flushed what they wrote and closed. */
     private volatile CompletableFuture<Void> retirements = CompletableFuture.completedFuture(null);
     private final LossReport losses = new LossReport();
+    /** A loss still unreported at close is logged once, however many times the session is closed. */
+    private final java.util.concurrent.atomic.AtomicBoolean lossLoggedAtClose = new java.util.concurrent.atomic.AtomicBoolean();
     /** Completes once connections retired by {@link #refreshExport} are closed: they answer nothing more. */
     private volatile CompletableFuture<Void> retiredClosed = CompletableFuture.completedFuture(null);
     private final java.util.concurrent.atomic.AtomicBoolean refreshing = new java.util.concurrent.atomic.AtomicBoolean();
@@ -939,7 +941,7 @@ public final class NbdSession implements AutoCloseable {
             reconnector.close();
         }
         String loss = losses.pending();
-        if (loss != null) {
+        if (loss != null && lossLoggedAtClose.compareAndSet(false, true)) {
             // Nobody is left to hear it from a FLUSH: the log is the last place to say it.
             java.util.logging.Logger.getLogger(NbdSession.class.getName()).severe("closing with writes acknowledged "
                     + "earlier that may be missing on the server, which no FLUSH has reported: " + loss);
