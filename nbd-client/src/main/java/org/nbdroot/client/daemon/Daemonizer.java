@@ -49,9 +49,10 @@ public final class Daemonizer {
         relay.start();
         BufferedReader lines = new BufferedReader(new InputStreamReader(child.getInputStream(), StandardCharsets.UTF_8));
         String ready = lines.readLine();
-        // The JVM's own lines (-Xlog, -verbose:gc in JAVA_OPTS) come first: passed on, not taken for readiness.
+        // The JVM's own lines (-Xlog, -verbose:gc in JAVA_OPTS) come first: passed on to stderr, so that stdout
+        // holds the device's name alone, and not taken for readiness.
         while (ready != null && !DEVICE_NAME.matcher(ready).matches()) {
-            out.println(ready);
+            err.println(ready);
             ready = lines.readLine();
         }
         if (ready == null) {
