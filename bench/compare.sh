@@ -93,6 +93,7 @@ for row in "${wanted[@]}"; do
     read -r iops bps < <(run_fio "$rw" "$bs" "$depth")
     fio_values+=("$([ "$metric" = iops ] && echo "$iops" || python3 -c "print($bps/1e6)")")
     # shellcheck disable=SC2086 # extra is empty or one option
+    case " ${BENCH_ARGS:-} " in *" --replay-limit"*) extra= ;; esac # picocli takes an option once
     read -r iops bps < <(run_ours "$rw" "$bs" "$depth" $extra)
     our_values+=("$([ "$metric" = iops ] && echo "$iops" || python3 -c "print($bps/1e6)")")
   done

@@ -116,14 +116,15 @@ public final class DaemonLauncher {
         long deadline = System.nanoTime() + left.toNanos();
         String path = device.devicePath(freebsd);
         boolean takeOver = rescue;
-        if (!rescue && leftAttached.test(device)) {
-            err.println("nbd-client reroot: " + path + " is still attached from an earlier attempt, its daemon gone:"
-                    + " taking it over (nbd-client rescue)");
-            takeOver = true;
-        }
         int attempt = 0;
         while (true) {
             attempt++;
+            // Asked again on every attempt: one that attached the unit, then died, leaves it attached too.
+            if (!takeOver && leftAttached.test(device)) {
+                err.println("nbd-client reroot: " + path + " is still attached from an earlier attempt, its daemon gone:"
+                        + " taking it over (nbd-client rescue)");
+                takeOver = true;
+            }
             ProcessBuilder pb = new ProcessBuilder(command(device, javaOptions, takeOver))
                     // not the old root's /, which the reroot takes away
                     .directory(staged.root().toFile())
@@ -139,7 +140,8 @@ public final class DaemonLauncher {
                 line = ready.get(Math.max(remaining, 0), TimeUnit.NANOSECONDS);
             } catch (TimeoutException e) {
                 daemon.destroyForcibly();
-                throw new IOException(path + " not ready after " + timeout.toSeconds() + " s (" + String.join(" ", device.server())
+                throw new IOException(path + " not ready within nbdroot.timeout (" + timeout.toSeconds() + " s for all devices; "
+                        + Math.max(0, left.toSeconds()) + " s were left for this one) (" + String.join(" ", device.server())
                         + "): giving up");
             } catch (ExecutionException e) {
                 line = null;

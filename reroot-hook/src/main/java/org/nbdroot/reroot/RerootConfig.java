@@ -19,7 +19,7 @@ import java.util.regex.Pattern;
  *   nbdroot.root=ext4:/dev/nbd0              the new root (FreeBSD: as vfs.root.mountfrom)
  *   nbdroot.rootflags=noatime                Linux: mount options for the new root
  *   nbdroot.init=/sbin/init                  the new root's init
- *   nbdroot.timeout=60                       seconds to wait for each device
+ *   nbdroot.timeout=60                       seconds to wait for all devices (1 to 100)
  *   nbdroot.java.options=-Xmx128m            more JVM options for the daemons (and, through
  *                                            rc.reroot's JAVA_OPTS, for these steps)
  *   nbdroot.net.addr=10.0.2.15/24            (and .if, .gw, .dns) the network /etc/rc brings up
