@@ -409,8 +409,9 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
     }
 
     /**
-     * NBD_REPLY_TYPE_BLOCK_STATUS (32-bit extents) without extended headers, _EXT (a descriptor
-     * count, then 64-bit lengths and status) with them: the spec allows each only in its mode.
+     * NBD_REPLY_TYPE_BLOCK_STATUS (32-bit extents), or with extended headers _EXT (a descriptor
+     * count, then 64-bit lengths and status). With extended headers "the client MUST be prepared
+     * for the server to use either the compact or extended chunk type" (proto.md): both are read.
      */
     private void onBlockStatus(NbdRequest request, int type, ByteBuf payload) throws NbdProtocolException {
         boolean wide = type == NbdConstants.REPLY_TYPE_BLOCK_STATUS_EXT;
@@ -418,10 +419,9 @@ public final class NbdConnection extends ChannelInboundHandlerAdapter {
         if (request.command != Command.BLOCK_STATUS) {
             throw new NbdProtocolException(name + " answers " + request.describe());
         }
-        if (wide != export.extendedHeaders()) {
-            throw new NbdProtocolException(name + " for " + request.describe() + ", although extended headers were "
-                    + (wide ? "not negotiated (expected: NBD_REPLY_TYPE_BLOCK_STATUS)"
-                            : "negotiated (expected: NBD_REPLY_TYPE_BLOCK_STATUS_EXT)"));
+        if (wide && !export.extendedHeaders()) {
+            throw new NbdProtocolException(name + " for " + request.describe()
+                    + ", although extended headers were not negotiated (expected: NBD_REPLY_TYPE_BLOCK_STATUS)");
         }
         int prefix = wide ? 8 : 4;
         int descriptor = wide ? 16 : 8;
