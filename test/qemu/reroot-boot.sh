@@ -5,7 +5,8 @@
 # host's loopback serves, with the daemon started by rc.reroot from /dev/reroot in the
 # data path of the kernel's NBD driver. Then, with every file under /dev/reroot removed,
 # the daemon rides out a restart of nbdkit that also grows the export. The failure paths
-# (server unreachable, rc.reroot failing) must end in a message and an emergency shell.
+# (server unreachable, rc.reroot failing) must end in a message and an emergency shell, and
+# a retry from that shell must take over a device the failed attempt left attached.
 #
 # Usage: reroot-boot.sh [-k] [WORKDIR]      (-k: keep WORKDIR)
 # Needs: nbd-client/target/image (mvn package), init/init (make -C init), root for apt-get.
@@ -76,6 +77,7 @@ JAVA_IN_GUEST="nbdroot.java.options=\"${REROOT_JAVA_OPTIONS:--XX:TieredStopAtLev
 
 # boot NAME APPEND TIMEOUT [STOP_PATTERN]: boots the guest, console in $W/NAME.log; with
 # STOP_PATTERN, qemu is stopped once the console shows it (an emergency shell never ends).
+# BOOT_STDIN: what the console reads (default /dev/null).
 boot() {
   local name=$1 append=$2 limit=$3 stop=${4:-}
   mkdir -p "$W/out-$name"
@@ -84,7 +86,7 @@ boot() {
     -append "console=ttyS0 loglevel=4 panic=-1 quiet nbdroot.net.addr=10.0.2.15/24 nbdroot.net.gw=10.0.2.2 $JAVA_IN_GUEST $append" \
     -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
     -virtfs "local,path=$W/out-$name,mount_tag=out,security_model=none" \
-    < /dev/null > "$W/$name.log" 2>&1 &
+    < "${BOOT_STDIN:-/dev/null}" > "$W/$name.log" 2>&1 &
   local qemu=$! t=0
   while kill -0 "$qemu" 2>/dev/null; do
     if [ -n "$stop" ] && grep -q "$stop" "$W/$name.log"; then sleep 1; kill "$qemu"; break; fi
@@ -172,6 +174,35 @@ check "server unreachable: an emergency shell prompt" shell_prompt "$W/unreachab
 boot badconf "nbdroot.0.server=nbd://10.0.2.2:$p/ nbdroot.root=nodevice" 180 "/ # "
 check "rc.reroot failing: the console shows its message" grep -q "nbdroot.root must be FSTYPE:DEVICE" "$W/badconf.log"
 check "rc.reroot failing: an emergency shell prompt" shell_prompt "$W/badconf.log"
+
+# 5. A retry from the emergency shell after an attempt that failed late: the second device's
+# server is down, so the first device was attached, its daemon then killed by init's retry.
+# The retry's daemon takes nbd0 over (creating it again would fail: it is still attached)
+# and the reroot goes through once the second server is up.
+q=$(port)
+nbdkit -P "$W/nbdkit.pid" -i 127.0.0.1 -p "$p" file "$W/root.img" 2>>"$W/nbdkit.log"
+for _ in $(seq 100); do [ -s "$W/nbdkit.pid" ] && break; sleep 0.05; done
+mkfifo "$W/retry.in"
+exec 3<>"$W/retry.in"   # a writer from the start: qemu's open of the FIFO does not wait, its reads do
+(
+  # Once the first attempt has ended in the emergency shell: the second server, then the retry.
+  until sed -n '/starting an emergency shell/,$p' "$W/retry.log" 2>/dev/null | grep -q '^/ # '; do sleep 0.2; done
+  nbdkit -P "$W/nbdkit-1.pid" -i 127.0.0.1 -p "$q" memory 16M 2>>"$W/nbdkit.log"
+  for _ in $(seq 100); do [ -s "$W/nbdkit-1.pid" ] && break; sleep 0.05; done
+  echo "$(date +%T) second server up; typing /init reroot" >> "$W/restarts.log"
+  printf '/init reroot\n' > "$W/retry.in"
+) &
+typist=$!
+BOOT_STDIN=$W/retry.in boot retry "nbdroot.0.server=nbd://10.0.2.2:$p/ nbdroot.1.server=nbd://10.0.2.2:$q/ nbdroot.root=ext4:/dev/nbd0 nbdroot.timeout=60" 420 GUEST-NEWROOT-INIT
+exec 3>&-
+kill "$typist" 2>/dev/null || true; wait "$typist" 2>/dev/null || true
+kill "$(cat "$W/nbdkit-1.pid" 2>/dev/null)" 2>/dev/null || true
+stop_nbdkit
+check "retry: the first attempt failed on the second device" grep -Eq "the daemon for /dev/nbd1 failed|/dev/nbd1 not ready" "$W/retry.log"
+check "retry: the first attempt ended in the emergency shell" grep -q "reroot failed" "$W/retry.log"
+check "retry: its unit 0, still attached, was taken over" \
+  grep -q "/dev/nbd0 is still attached from an earlier attempt, its daemon gone: taking it over" "$W/retry.log"
+check "retry: the new root's init ran" grep -q GUEST-NEWROOT-INIT "$W/retry.log"
 
 if [ "$failures" -ne 0 ]; then
   echo "reroot-boot.sh: $failures check(s) failed; consoles in $W (kept)" >&2
