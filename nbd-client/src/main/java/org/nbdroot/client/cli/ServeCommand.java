@@ -127,7 +127,9 @@ final class ServeCommand {
                     options.sectorSize, options.queueSize, options.timeout, "ro".equals(options.mode), options.workers);
         }
         if (!options.foreground) {
-            return Daemonizer.runDetached(originalArgs, System.out, System.err);
+            // rescue's own options follow its name: picocli would give them to the top-level command otherwise.
+            int optionsAt = rescue ? List.of(originalArgs).indexOf("rescue") + 1 : 0;
+            return Daemonizer.runDetached(originalArgs, optionsAt, System.out, System.err);
         }
         if (options.detached) {
             Daemonizer.enterOwnSession();
@@ -165,8 +167,20 @@ final class ServeCommand {
             Path socket = RunDirectory.socketFor(device.name());
             String source = target.uri().toString();
             DaemonControl handler = new DaemonControl(device, target.uri(), metrics);
-            handler.handle("stats json"); // this device's own meters read once (the warm-up read others)
-            try (ControlServer control = ControlServer.start(socket, handler)) {
+            ControlServer started;
+            try {
+                handler.handle("stats json"); // this device's own meters read once (the warm-up read others)
+                started = ControlServer.start(socket, handler);
+            } catch (Exception | Error e) {
+                // Not left attached with no daemon: its I/O would hang until --dead-timeout (a year).
+                try {
+                    device.destroy(true);
+                } catch (Exception destroyFailed) {
+                    e.addSuppressed(destroyFailed);
+                }
+                throw e;
+            }
+            try (ControlServer control = started) {
                 System.out.println(device.name());
                 System.out.flush();
                 if (options.detached) {

@@ -31,6 +31,15 @@ public final class Daemonizer {
 
     /** In the parent: runs the same command in the foreground as a child; returns the exit status. */
     public static int runDetached(String[] appArgs, PrintStream out, PrintStream err) throws IOException, InterruptedException {
+        return runDetached(appArgs, 0, out, err);
+    }
+
+    /**
+     * The same, the child's {@code --foreground --detached} put before {@code appArgs[optionsAt]}:
+     * after a subcommand's name ({@code rescue}), as that subcommand's own options.
+     */
+    public static int runDetached(String[] appArgs, int optionsAt, PrintStream out, PrintStream err)
+            throws IOException, InterruptedException {
         ProcessHandle.Info info = ProcessHandle.current().info();
         List<String> all = arguments(info);
         if (info.command().isEmpty() || all.size() < appArgs.length) {
@@ -39,9 +48,10 @@ public final class Daemonizer {
         List<String> command = new ArrayList<>();
         command.add(info.command().get());
         command.addAll(all.subList(0, all.size() - appArgs.length));
+        command.addAll(List.of(appArgs).subList(0, optionsAt));
         command.add("--foreground");
         command.add("--detached");
-        command.addAll(List.of(appArgs));
+        command.addAll(List.of(appArgs).subList(optionsAt, appArgs.length));
         Process child = new ProcessBuilder(command).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")))
                 .start();
         Thread relay = new Thread(() -> copy(child.getErrorStream(), err), "stderr-relay");

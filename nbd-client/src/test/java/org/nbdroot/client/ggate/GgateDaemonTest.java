@@ -231,7 +231,15 @@ class GgateDaemonTest {
             assertTrue(kernel.unit(0).orElseThrow().taken() > 0, "the daemon holds requests it took");
             first.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
 
-            Process second = daemon(uri, "ggate0", true);
+            // Without -f, as an admin runs it: it goes to the background once it serves (rescue's own
+            // --foreground --detached must reach the child as rescue's options, not the top level's).
+            List<String> command = new ArrayList<>(javaCommand());
+            command.addAll(List.of("rescue", "--workers", "8", uri.toString(), "ggate0"));
+            Process parent = new ProcessBuilder(command).redirectError(dir.resolve("rescue.log").toFile()).start();
+            String printed = new String(parent.getInputStream().readAllBytes()).strip();
+            assertTrue(parent.waitFor(30, TimeUnit.SECONDS), "the starting process returns");
+            assertEquals(0, parent.exitValue(), Files.readString(dir.resolve("rescue.log")));
+            assertEquals("ggate0", printed);
             for (long id : ids) {
                 BioResult r = kernel.awaitBio(id, WAIT);
                 assertTrue(r.ok(), "every write completes after the rescue: " + r);
@@ -242,8 +250,12 @@ class GgateDaemonTest {
             assertTrue(listing.out().startsWith("ggate0 " + uri + " size=" + DISK), listing.out());
             var destroy = org.nbdroot.client.cli.CommandLineRunner.run("destroy", "/dev/ggate0");
             assertEquals(0, destroy.status(), destroy.err());
-            assertTrue(second.waitFor(20, TimeUnit.SECONDS), "the daemon exits once its device is destroyed");
-            assertEquals(0, second.exitValue());
+            Path socket = dir.resolve("run").resolve("ggate0.sock");
+            long gone = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            while (Files.exists(socket) && System.nanoTime() < gone) {
+                Thread.sleep(50);
+            }
+            assertTrue(!Files.exists(socket), "the daemon exits once its device is destroyed");
             assertTrue(kernel.unit(0).isEmpty());
             assertEquals(-1, Arrays.mismatch(model, server.contents()), "the export holds every write");
             assertEquals(List.of(), server.violations());
@@ -329,6 +341,23 @@ class GgateDaemonTest {
                     "the background daemon logs to its file");
         }
         assertBackingMatchesModel();
+    }
+
+    /** A daemon that cannot set up its control socket must not leave the unit it made with nobody serving it. */
+    @Test
+    void aDaemonWithoutItsControlSocketLeavesNoUnitBehind() throws Exception {
+        try (PeerServer server = nbdkit()) {
+            Path notADirectory = dir.resolve("run-is-a-file");
+            Files.writeString(notADirectory, "");
+            List<String> command = new ArrayList<>(javaCommand());
+            command.replaceAll(a -> a.startsWith("-Dnbd.rundir=") ? "-Dnbd.rundir=" + notADirectory : a);
+            command.addAll(List.of("-f", "--workers", "4", server.uri.toString(), "ggate0"));
+            Process p = new ProcessBuilder(command).redirectErrorStream(true).start();
+            String output = new String(p.getInputStream().readAllBytes());
+            assertTrue(p.waitFor(30, TimeUnit.SECONDS));
+            assertEquals(1, p.exitValue(), output);
+            assertTrue(kernel.unit(0).isEmpty(), "the unit it made is destroyed: " + output);
+        }
     }
 
     private List<String> javaCommand() {
