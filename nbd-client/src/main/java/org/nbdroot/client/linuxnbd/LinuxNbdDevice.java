@@ -4,6 +4,7 @@ import io.netty.channel.epoll.Epoll;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.logging.Logger;
@@ -414,14 +415,15 @@ public final class LinuxNbdDevice implements ServedDevice {
      * is answered). With force it does not wait for the server: the socket closes at once
      * and whatever the kernel still had queued fails with EIO.
      */
-    @Override
-    public void destroy(boolean force) throws IOException {
-        checkRunning();
-        if (!force && NbdDeviceControl.heldExclusively(options.index())) {
-            throw new LinuxNbdException("in use (mounted or held): unmount it first, or destroy -f");
-        }
-        boolean writable = !session.export().readOnly() && !options.readOnly();
-        if (!force) {
+    /**
+     * The device's fsync (the kernel writes what it holds, then sends a FLUSH), waited for at most
+     * {@code wait}: with the server down it would last until the server is back, and the control
+     * socket, which answers one request at a time, with it. A fsync still running is left to
+     * end by itself (the server's return, or destroy -f failing it).
+     */
+    private void fsyncWithin(java.time.Duration wait) throws LinuxNbdException {
+        CompletableFuture<Void> fsync = new CompletableFuture<>();
+        Thread t = new Thread(() -> {
             try {
                 if (control != null) {
                     control.fsync();
@@ -430,11 +432,37 @@ public final class LinuxNbdDevice implements ServedDevice {
                         c.fsync();
                     }
                 }
-            } catch (LinuxNbdException e) {
-                // The kernel's FLUSH failed: the bridge logged why (a server error, or a loss it reported).
-                throw new LinuxNbdException(name() + ": not destroyed: " + e.getMessage()
-                        + " (this daemon's log says why); destroy -f goes on regardless");
+                fsync.complete(null);
+            } catch (Throwable e) {
+                fsync.completeExceptionally(e);
             }
+        }, name() + "-fsync");
+        t.setDaemon(true);
+        t.start();
+        try {
+            fsync.get(wait.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+        } catch (java.util.concurrent.TimeoutException e) {
+            throw new LinuxNbdException(name() + ": not destroyed: the kernel did not finish writing it out within "
+                    + wait.toSeconds() + " s (is the server down?); destroy -f goes on regardless");
+        } catch (java.util.concurrent.ExecutionException e) {
+            // The kernel's FLUSH failed: the bridge logged why (a server error, or a loss it reported).
+            throw new LinuxNbdException(name() + ": not destroyed: " + e.getCause().getMessage()
+                    + " (this daemon's log says why); destroy -f goes on regardless");
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new LinuxNbdException(name() + ": not destroyed: interrupted while the kernel wrote it out");
+        }
+    }
+
+    @Override
+    public void destroy(boolean force) throws IOException {
+        checkRunning();
+        if (!force && NbdDeviceControl.heldExclusively(options.index())) {
+            throw new LinuxNbdException("in use (mounted or held): unmount it first, or destroy -f");
+        }
+        boolean writable = !session.export().readOnly() && !options.readOnly();
+        if (!force) {
+            fsyncWithin(ServedDevice.flushBeforeDestroy());
         }
         if (writable) {
             ServedDevice.flushBeforeDestroy(this, force);
