@@ -90,17 +90,42 @@ final class AbstractSocket implements AutoCloseable {
     /** Sends one request to the daemon serving {@code device} and returns its reply line. */
     static String request(String device, String request) throws IOException {
         try (UnixSocketChannel channel = UnixSocketChannel.open(address(device))) {
+            String stranger = stranger(channel);
+            if (stranger != null) {
+                throw new IOException("@" + PREFIX + device + " is bound by " + stranger
+                        + ", neither root nor this user: not a daemon of ours; nothing sent to it");
+            }
             channel.write(ByteBuffer.wrap((request + "\n").getBytes(StandardCharsets.UTF_8)));
             return ControlClient.readReplyWithin(channel, device);
         }
     }
 
+    /** Whether a daemon of ours (root's, or this user's) listens for {@code device}. */
     static boolean isAlive(String device) {
         try (UnixSocketChannel channel = UnixSocketChannel.open(address(device))) {
-            return true;
+            return stranger(channel) == null;
         } catch (IOException e) {
             return false;
         }
+    }
+
+    /**
+     * Who listens, when it is neither root nor this user; else null. Any local user can bind an
+     * abstract address (no file permission guards it): one who took a daemon's would otherwise be
+     * told its requests, answer them as it pleases, or hang list-devices.
+     */
+    private static String stranger(UnixSocketChannel channel) {
+        Credentials peer;
+        try {
+            peer = channel.getOption(UnixSocketOptions.SO_PEERCRED);
+        } catch (IOException | RuntimeException e) {
+            peer = null;
+        }
+        int ownUid = POSIXFactory.getNativePOSIX().geteuid();
+        if (peer == null) {
+            return "a process whose credentials cannot be read";
+        }
+        return peer.getUid() == 0 || peer.getUid() == ownUid ? null : "uid " + peer.getUid() + " (pid " + peer.getPid() + ")";
     }
 
     /** The devices whose daemons listen in the abstract namespace, from /proc/net/unix. */
@@ -111,7 +136,10 @@ final class AbstractSocket implements AutoCloseable {
                 int at = line.indexOf(" @" + PREFIX);
                 // state 01 (unconnected) with the listening flag: one line per server socket
                 if (at > 0 && line.contains(" 00010000 ")) {
-                    devices.add(line.substring(at + 2 + PREFIX.length()).strip());
+                    String device = line.substring(at + 2 + PREFIX.length()).strip();
+                    if (isAlive(device)) { // and ours: another user's address is no daemon of ours
+                        devices.add(device);
+                    }
                 }
             }
         } catch (IOException e) {

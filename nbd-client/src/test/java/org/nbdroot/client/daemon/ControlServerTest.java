@@ -172,6 +172,48 @@ class ControlServerTest {
         }
     }
 
+    /**
+     * Another user binds the abstract address a daemon of ours would use (its socket file gone, after
+     * a reroot): nothing is sent to it, and list-devices does not list it.
+     */
+    @Test
+    @EnabledOnOs(OS.LINUX)
+    void anAbstractAddressBoundByAnotherUserIsNoDaemonOfOurs() throws Exception {
+        assertEquals("root", System.getProperty("user.name"), "the test needs root, to start a child as nobody");
+        String name = device("squatted");
+        String squatter = String.join("\n",
+                "import socket, sys",
+                "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+                "s.bind('\\0' + sys.argv[1])",
+                "s.listen(8)",
+                "print('bound', flush=True)",
+                "while True:",
+                "    c, _ = s.accept()",
+                "    got = c.recv(4096)",
+                "    with open(sys.argv[2], 'ab') as f: f.write(got)",
+                "    c.sendall(b'ok\\n')",
+                "    c.close()");
+        Path told = Files.createTempFile("squatter", ".log");
+        Files.setPosixFilePermissions(told, java.nio.file.attribute.PosixFilePermissions.fromString("rw-rw-rw-"));
+        Process p = new ProcessBuilder("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                "/usr/bin/python3", "-c", squatter, AbstractSocket.PREFIX + name, told.toString())
+                .directory(Path.of("/").toFile()).redirectErrorStream(true).start();
+        try {
+            assertEquals("bound", new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream())).readLine());
+            Path socket = RunDirectory.socketFor(name); // no such file: the abstract address is asked
+            IOException refused = org.junit.jupiter.api.Assertions.assertThrows(IOException.class,
+                    () -> ControlClient.request(socket, "destroy"));
+            assertTrue(refused.getMessage().startsWith("@" + AbstractSocket.PREFIX + name + " is bound by uid 65534 (pid "),
+                    refused.getMessage());
+            assertFalse(ControlClient.isAlive(socket), "not taken for a daemon");
+            assertFalse(ControlClient.devices().contains(name), "not listed");
+            assertEquals("", Files.readString(told), "nothing was sent to it");
+        } finally {
+            p.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+            Files.deleteIfExists(told);
+        }
+    }
+
     /** Connects to {@code @address} as uid and gid 65534, sends {@code request}: [uid, how it ended, what came back]. */
     private static List<String> asNobody(String address, String request) throws Exception {
         String client = String.join("\n",
