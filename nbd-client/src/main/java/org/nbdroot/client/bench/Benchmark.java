@@ -22,9 +22,11 @@ import org.nbdroot.proto.session.NbdSession;
  */
 public final class Benchmark {
     /** How long past the runtime outstanding requests may take before the run gives up on them. */
-    static final long GRACE_NANOS = TimeUnit.SECONDS.toNanos(30);
+    /** How long requests may go unanswered past the runtime (30 s; the tests shorten it with -Dnbd.bench.grace-seconds). */
+    static long graceNanos() {
+        return TimeUnit.SECONDS.toNanos(Long.getLong("nbd.bench.grace-seconds", 30));
+    }
     private static final int FILL_CHUNK = 1 << 20;
-    private static final int GENERATION_UNKNOWN = -1;
 
     private final NbdSession session;
     private final BenchConfig config;
@@ -80,11 +82,11 @@ public final class Benchmark {
         for (int slot = 0; slot < config.iodepth(); slot++) {
             issue();
         }
-        boolean finished = slotsDone.await(config.ramp().toNanos() + config.runtime().toNanos() + GRACE_NANOS,
+        boolean finished = slotsDone.await(config.ramp().toNanos() + config.runtime().toNanos() + graceNanos(),
                 TimeUnit.NANOSECONDS);
         long elapsed = System.nanoTime() - start;
         if (!finished) {
-            stopReason = slotsDone.getCount() + " requests got no reply within " + TimeUnit.NANOSECONDS.toSeconds(GRACE_NANOS)
+            stopReason = slotsDone.getCount() + " requests got no reply within " + TimeUnit.NANOSECONDS.toSeconds(graceNanos())
                     + " s after the runtime";
             errors.add(slotsDone.getCount());
         }
@@ -117,7 +119,8 @@ public final class Benchmark {
             int generation = 0;
             ByteBuf data;
             if (config.verify()) {
-                generation = Math.max(0, generations[(int) block]) + 1;
+                // Never a generation used before, even after a failed write: a lost write must not read back as a match.
+                generation = Math.abs(generations[(int) block]) + 1;
                 data = ByteBufAllocator.DEFAULT.directBuffer(config.blockSize());
                 pattern.fill(data, offset, config.blockSize(), generation);
             } else {
@@ -126,7 +129,8 @@ public final class Benchmark {
             int written = generation;
             session.write(offset, data, false).whenComplete((v, failure) -> {
                 if (config.verify()) {
-                    generations[(int) block] = failure == null ? written : GENERATION_UNKNOWN;
+                    // Negative: what the block holds is unknown (the write may or may not have landed).
+                    generations[(int) block] = failure == null ? written : -written;
                     writing.set((int) block, 0);
                 }
                 done(t0, failure);
@@ -188,7 +192,7 @@ public final class Benchmark {
             ByteBuf data = ByteBufAllocator.DEFAULT.directBuffer(length);
             // Words depend on their offset only, so a chunk is the concatenation of its blocks' patterns.
             pattern.fill(data, offset, length, 1);
-            window.acquire();
+            acquireOrGiveUp(window, 1, "filling the span with the verify pattern");
             session.write(offset, data, false).whenComplete((v, e) -> {
                 if (e != null) {
                     failures.increment();
@@ -196,12 +200,24 @@ public final class Benchmark {
                 window.release();
             });
         }
-        window.acquire(8);
+        acquireOrGiveUp(window, 8, "filling the span with the verify pattern");
         if (failures.sum() > 0) {
             throw new IllegalStateException("filling the span with the verify pattern failed for "
                     + failures.sum() + " requests");
         }
         java.util.Arrays.fill(generations, 1);
+    }
+
+    /**
+     * Takes {@code permits} of the window, waiting {@link #graceNanos()} at most for each: a server
+     * that stopped answering (and a session that reconnects for ever) would otherwise hold the
+     * unmeasured phases of a verified run for good, where the measured one gives up.
+     */
+    private static void acquireOrGiveUp(Semaphore window, int permits, String phase) throws InterruptedException {
+        if (!window.tryAcquire(permits, graceNanos(), TimeUnit.NANOSECONDS)) {
+            throw new IllegalStateException(phase + ": no reply for " + TimeUnit.NANOSECONDS.toSeconds(graceNanos())
+                    + " s; giving up");
+        }
     }
 
     /** Reads back every block the run wrote and compares it with its last generation. */
@@ -214,7 +230,7 @@ public final class Benchmark {
                 continue;
             }
             long offset = (long) block * config.blockSize();
-            window.acquire();
+            acquireOrGiveUp(window, 1, "reading back what the run wrote");
             checked++;
             session.read(offset, config.blockSize()).whenComplete((data, failure) -> {
                 if (failure != null) {
@@ -228,7 +244,7 @@ public final class Benchmark {
                 window.release();
             });
         }
-        window.acquire(config.iodepth());
+        acquireOrGiveUp(window, config.iodepth(), "reading back what the run wrote");
         return checked;
     }
 }

@@ -15,7 +15,8 @@ public final class VerifyPattern {
     }
 
     long word(long offset, int generation) {
-        long z = seed ^ (offset * 0x9E3779B97F4A7C15L) ^ ((long) generation << 48);
+        // All 32 bits of the generation count: shifted left by 48 they wrapped after 65,536 writes of a block.
+        long z = seed ^ (offset * 0x9E3779B97F4A7C15L) ^ ((generation & 0xffffffffL) * 0xD6E8FEB86659FD93L);
         z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
         z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
         return z ^ (z >>> 31);

@@ -49,12 +49,22 @@ public final class ConnectionOptions {
         SessionOptions d = SessionOptions.DEFAULT;
         ReconnectPolicy reconnect = reconnectAttempts < 0 ? null : new ReconnectPolicy(
                 ReconnectPolicy.FOREVER.initialDelay(), ReconnectPolicy.FOREVER.maxDelay(), reconnectAttempts, replayLimit);
-        if (requestTimeoutSeconds < 0 || handshakeTimeoutSeconds < 1) {
-            throw new IllegalArgumentException("--request-timeout must not be negative and --handshake-timeout must be at least 1");
-        }
+        // Each ends up as an int of milliseconds somewhere (Netty's connect timeout, TCP_USER_TIMEOUT): a day at most.
+        checkSeconds("--connect-timeout", connectTimeoutSeconds, 1);
+        checkSeconds("--request-timeout", requestTimeoutSeconds, 0);
+        checkSeconds("--handshake-timeout", handshakeTimeoutSeconds, 1);
         return new SessionOptions(connections, !noStructuredReplies, d.metaContexts(),
                 Duration.ofSeconds(connectTimeoutSeconds), Duration.ofSeconds(handshakeTimeoutSeconds), reconnect,
                 Duration.ofSeconds(requestTimeoutSeconds));
+    }
+
+    static final int MAX_TIMEOUT_SECONDS = 86_400;
+
+    private static void checkSeconds(String option, int seconds, int least) {
+        if (seconds < least || seconds > MAX_TIMEOUT_SECONDS) {
+            throw new IllegalArgumentException(option + " must be " + least + " to " + MAX_TIMEOUT_SECONDS + " seconds, not "
+                    + seconds);
+        }
     }
 
     /** The options for {@code uri}, with the TLS it and the TLS options ask for (files read now). */

@@ -16,6 +16,8 @@ class VerifyPatternTest {
         pattern.fill(block, 8192, 4096, 3);
         assertTrue(pattern.matches(block, 8192, 3));
         assertFalse(pattern.matches(block, 8192, 2), "an older generation");
+        assertFalse(pattern.matches(block, 8192, 3 + 65536), "a generation 2^16 later");
+        assertFalse(pattern.matches(block, 8192, 3 + (1 << 24)), "a generation 2^24 later");
         assertFalse(pattern.matches(block, 4096, 3), "another place");
         assertFalse(new VerifyPattern(8).matches(block, 8192, 3), "another run");
         block.setByte(4095, block.getByte(4095) ^ 1);

@@ -77,6 +77,25 @@ class CommandLineTest {
         assertTrue(r.out().contains("\"transport\": \"epoll\""), "the transport it ran on: " + r.out());
     }
 
+    /** Filling the span for a verified read load waits for replies: a server that stops answering ends it, not hangs it. */
+    @Test
+    void aVerifiedReadLoadGivesUpOnAServerThatStopsAnswering() throws Exception {
+        System.setProperty("nbd.bench.grace-seconds", "2");
+        try (org.nbdroot.proto.testing.ScriptedNbdServer stalling = org.nbdroot.proto.testing.ScriptedNbdServer.builder()
+                .size(16 << 20).start()) {
+            stalling.armFault(org.nbdroot.proto.testing.ScriptedNbdServer.Fault.STALL, 3);
+            long t0 = System.nanoTime();
+            Run r = run("bench", stalling.uri(), "--rw", "randread", "--bs", "4k", "--iodepth", "4", "--runtime", "1",
+                    "--verify", "--size", "16M");
+            long seconds = (System.nanoTime() - t0) / 1_000_000_000L;
+            assertEquals(1, r.status(), r.out() + r.err());
+            assertTrue(r.err().contains("filling the span with the verify pattern: no reply for 2 s; giving up"), r.err());
+            assertTrue(seconds < 20, "gave up after " + seconds + " s");
+        } finally {
+            System.clearProperty("nbd.bench.grace-seconds");
+        }
+    }
+
     @Test
     void benchWithMetricsReportsTheMetersToo() {
         Run r = run("bench", uri, "--rw", "randwrite", "--bs", "4k", "--iodepth", "4", "--runtime", "1", "--metrics", "--json");
@@ -109,6 +128,17 @@ class CommandLineTest {
         Run badOption = run("bench", uri, "--rw", "sideways");
         assertEquals(2, badOption.status());
         assertTrue(badOption.err().contains("--rw must be read, write, randread or randwrite"), badOption.err());
+
+        // Out of range: one line naming the option, not a stack trace from deep inside the transport.
+        for (String[] bad : List.of(new String[] {"--connect-timeout", "-5"}, new String[] {"--request-timeout", "3000000"})) {
+            Run r = run("info", uri, bad[0], bad[1]);
+            assertEquals(2, r.status(), r.err());
+            assertEquals("nbd-client: " + bad[0] + " must be " + ("--connect-timeout".equals(bad[0]) ? 1 : 0)
+                    + " to 86400 seconds, not " + bad[1] + "\n", r.err());
+        }
+        Run nan = run("bench", uri, "--rw", "read", "--bs", "4k", "--iodepth", "1", "--runtime", "NaN");
+        assertEquals(2, nan.status(), nan.err());
+        assertTrue(nan.err().contains("--runtime must be positive"), nan.err());
     }
 
     /** Only the subcommands named on a command line are built: help must still list every one. */
