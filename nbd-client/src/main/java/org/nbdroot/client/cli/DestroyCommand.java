@@ -37,7 +37,8 @@ final class DestroyCommand implements Callable<Integer> {
         if (ControlClient.isAlive(socket)) {
             String reply = ControlClient.request(socket, force ? "destroy force" : "destroy");
             if (!reply.startsWith("ok")) {
-                throw new IllegalStateException(name + ": " + reply.replaceFirst("^error ", ""));
+                String why = reply.replaceFirst("^error ", "");
+                throw new IllegalStateException(why.startsWith(name + ": ") ? why : name + ": " + why);
             }
             return 0;
         }

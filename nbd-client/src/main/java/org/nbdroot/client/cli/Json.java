@@ -68,7 +68,9 @@ public final class Json {
                 case '\r' -> out.append("\\r");
                 case '\t' -> out.append("\\t");
                 default -> {
-                    if (c < 0x20) {
+                    // Non-ASCII too: the output is then the same bytes in any locale (the C locale of an
+                    // initramfs or a bare service would print '?' for it).
+                    if (c < 0x20 || c > 0x7e) {
                         out.append(String.format("\\u%04x", (int) c));
                     } else {
                         out.append(c);

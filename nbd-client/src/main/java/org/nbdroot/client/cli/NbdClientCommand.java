@@ -76,7 +76,15 @@ public final class NbdClientCommand implements java.util.concurrent.Callable<Int
             }
             return e instanceof IllegalArgumentException ? EXIT_USAGE : EXIT_FAILURE;
         });
-        return cli.execute(args);
+        try {
+            return cli.execute(args);
+        } catch (OutOfMemoryError e) {
+            // An Error passes picocli's handler by: one line still, not a stack trace.
+            err.println("nbd-client: out of memory (" + e.getMessage() + "): ask for less (--bs, --iodepth),"
+                    + " or give the JVM more (JAVA_OPTS=-XX:MaxDirectMemorySize=..., -Xmx...)");
+            err.flush();
+            return EXIT_FAILURE;
+        }
     }
 
     /**
@@ -101,7 +109,9 @@ public final class NbdClientCommand implements java.util.concurrent.Callable<Int
         while ((t instanceof CompletionException || t instanceof ExecutionException) && t.getCause() != null) {
             t = t.getCause();
         }
-        if (t instanceof NbdException || t instanceof IllegalArgumentException) {
+        // Ours, and the JDK's I/O messages ("Connection refused"), read well alone.
+        if (t instanceof NbdException || t instanceof IllegalArgumentException || t instanceof IllegalStateException
+                || t instanceof java.io.IOException && t.getMessage() != null) {
             return t.getMessage();
         }
         return t.getMessage() == null ? t.toString() : t.getClass().getSimpleName() + ": " + t.getMessage();

@@ -17,4 +17,12 @@ class JsonTest {
         assertEquals("{\"name\": \"a\\\"b\\\\c\\n\\u0001\", \"size\": 42, \"ratio\": 0.500, \"flags\": [\"read_only\"], \"none\": null}",
                 Json.write(o));
     }
+
+    /** ASCII out whatever the locale: a C-locale stdout would print '?' for é. */
+    @Test
+    void nonAsciiIsEscaped() {
+        var o = Json.object();
+        o.put("export", "d\u00e9\u007f\ud83d\ude00");
+        assertEquals("{\"export\": \"d\\u00e9\\u007f\\ud83d\\ude00\"}", Json.write(o));
+    }
 }
