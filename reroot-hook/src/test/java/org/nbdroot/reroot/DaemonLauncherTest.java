@@ -56,14 +56,19 @@ class DaemonLauncherTest {
      */
     @Test
     void aUnitLeftAttachedByAnEarlierAttemptIsTakenOver(@TempDir Path dir) throws Exception {
+        String command = commandOfADaemonStarted(dir, true);
+        assertTrue(command.contains(" org.nbdroot.client/org.nbdroot.client.Main rescue --foreground "), command);
+        assertTrue(errBytes.toString(StandardCharsets.UTF_8).contains(
+                "/dev/nbd0 is still attached from an earlier attempt, its daemon gone: taking it over"), errBytes.toString());
+    }
+
+    /** The arguments a daemon for nbd0 was started with, the kernel having it {@code attached} or not. */
+    private String commandOfADaemonStarted(Path dir, boolean attached) throws Exception {
         Path args = dir.resolve("args");
-        DaemonLauncher launcher = launcherPlaying(dir, "echo \"$@\" > '" + args + "'\necho nbd0\nexec sleep 30\n", true);
+        DaemonLauncher launcher = launcherPlaying(dir, "echo \"$@\" > '" + args + "'\necho nbd0\nexec sleep 30\n", attached);
         DaemonLauncher.Started started = launcher.start(nbd0, Duration.ofSeconds(20), List.of());
         try {
-            String command = Files.readString(args);
-            assertTrue(command.contains(" org.nbdroot.client/org.nbdroot.client.Main rescue --foreground "), command);
-            assertTrue(errBytes.toString(StandardCharsets.UTF_8).contains(
-                    "/dev/nbd0 is still attached from an earlier attempt, its daemon gone: taking it over"), errBytes.toString());
+            return Files.readString(args);
         } finally {
             ProcessHandle.of(started.pid()).ifPresent(ProcessHandle::destroyForcibly);
         }
@@ -82,15 +87,8 @@ class DaemonLauncherTest {
 
     @Test
     void aFirstAttemptCreatesTheUnit(@TempDir Path dir) throws Exception {
-        Path args = dir.resolve("args");
-        DaemonLauncher launcher = launcherPlaying(dir, "echo \"$@\" > '" + args + "'\necho nbd0\nexec sleep 30\n", false);
-        DaemonLauncher.Started started = launcher.start(nbd0, Duration.ofSeconds(20), List.of());
-        try {
-            String command = Files.readString(args);
-            assertTrue(command.contains(" org.nbdroot.client/org.nbdroot.client.Main --foreground "), command);
-        } finally {
-            ProcessHandle.of(started.pid()).ifPresent(ProcessHandle::destroyForcibly);
-        }
+        String command = commandOfADaemonStarted(dir, false);
+        assertTrue(command.contains(" org.nbdroot.client/org.nbdroot.client.Main --foreground "), command);
     }
 
     @Test
