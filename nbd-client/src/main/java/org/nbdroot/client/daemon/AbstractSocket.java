@@ -89,7 +89,7 @@ final class AbstractSocket implements AutoCloseable {
 
     /** Sends one request to the daemon serving {@code device} and returns its reply line. */
     static String request(String device, String request) throws IOException {
-        try (UnixSocketChannel channel = UnixSocketChannel.open(address(device))) {
+        try (UnixSocketChannel channel = connect(device)) {
             String stranger = stranger(channel);
             if (stranger != null) {
                 throw new IOException("@" + PREFIX + device + " is bound by " + stranger
@@ -100,12 +100,53 @@ final class AbstractSocket implements AutoCloseable {
         }
     }
 
-    /** Whether a daemon of ours (root's, or this user's) listens for {@code device}. */
+    /**
+     * Whether anything listens for {@code device}: a request then goes there, and fails naming a
+     * stranger rather than fall back to acting without a daemon (destroy would tear the unit down).
+     */
     static boolean isAlive(String device) {
-        try (UnixSocketChannel channel = UnixSocketChannel.open(address(device))) {
+        try (UnixSocketChannel channel = connect(device)) {
+            return true;
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    /** Whether a daemon of ours (root's, or this user's) listens for {@code device}. */
+    static boolean isOurs(String device) {
+        try (UnixSocketChannel channel = connect(device)) {
             return stranger(channel) == null;
         } catch (IOException e) {
             return false;
+        }
+    }
+
+    /**
+     * Connects within a few seconds: a blocking connect to a listener that never accepts, its
+     * backlog full, would wait for ever, and any user can bind such a listener here.
+     */
+    private static UnixSocketChannel connect(String device) throws IOException {
+        UnixSocketChannel channel = UnixSocketChannel.open();
+        try {
+            channel.configureBlocking(false);
+            boolean connected = channel.connect(address(device));
+            long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(5);
+            while (!connected) {
+                if (System.nanoTime() > deadline) {
+                    throw new IOException("@" + PREFIX + device + " accepts no connection");
+                }
+                Thread.sleep(10);
+                connected = channel.finishConnect();
+            }
+            channel.configureBlocking(true);
+            return channel;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            channel.close();
+            throw new IOException("interrupted while connecting to @" + PREFIX + device);
+        } catch (IOException | RuntimeException e) {
+            channel.close();
+            throw e;
         }
     }
 
@@ -137,7 +178,7 @@ final class AbstractSocket implements AutoCloseable {
                 // state 01 (unconnected) with the listening flag: one line per server socket
                 if (at > 0 && line.contains(" 00010000 ")) {
                     String device = line.substring(at + 2 + PREFIX.length()).strip();
-                    if (isAlive(device)) { // and ours: another user's address is no daemon of ours
+                    if (isOurs(device)) { // another user's address is no daemon of ours
                         devices.add(device);
                     }
                 }

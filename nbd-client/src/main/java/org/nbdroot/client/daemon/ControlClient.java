@@ -24,8 +24,8 @@ public final class ControlClient {
 
     /**
      * How long a daemon may take to answer. The slowest request, a destroy, waits 30 s at most
-     * for the export's FLUSH; a daemon that takes longer is stopped or wedged, and the command
-     * says so rather than hang with it.
+     * for the export's FLUSH (on Linux after up to 30 s for the device's fsync); a daemon that
+     * takes longer is stopped or wedged, and the command says so rather than hang with it.
      */
     static Duration replyTimeout() {
         return Duration.ofSeconds(Long.getLong("nbd.control.reply-timeout-seconds", 90));
