@@ -172,11 +172,14 @@ final class ServeCommand {
                 handler.handle("stats json"); // this device's own meters read once (the warm-up read others)
                 started = ControlServer.start(socket, handler);
             } catch (Exception | Error e) {
-                // Not left attached with no daemon: its I/O would hang until --dead-timeout (a year).
-                try {
-                    device.destroy(true);
-                } catch (Exception destroyFailed) {
-                    e.addSuppressed(destroyFailed);
+                // A unit it made is not left attached with no daemon: its I/O would hang until --dead-timeout (a
+                // year). One it took over is left as it was, for another rescue: its old daemon may still serve it.
+                if (!rescue) {
+                    try {
+                        device.destroy(true);
+                    } catch (Exception destroyFailed) {
+                        e.addSuppressed(destroyFailed);
+                    }
                 }
                 throw e;
             }
