@@ -180,6 +180,7 @@ check "rc.reroot failing: an emergency shell prompt" shell_prompt "$W/badconf.lo
 # The retry's daemon takes nbd0 over (creating it again would fail: it is still attached)
 # and the reroot goes through once the second server is up.
 q=$(port)
+rm -f "$W/nbdkit.pid" "$W/nbdkit-1.pid" "$W/retry.in" "$W/retry.log"   # a kept WORKDIR run again
 nbdkit -P "$W/nbdkit.pid" -i 127.0.0.1 -p "$p" file "$W/root.img" 2>>"$W/nbdkit.log"
 for _ in $(seq 100); do [ -s "$W/nbdkit.pid" ] && break; sleep 0.05; done
 mkfifo "$W/retry.in"
@@ -193,6 +194,8 @@ exec 3<>"$W/retry.in"   # a writer from the start: qemu's open of the FIFO does 
   printf '/init reroot\n' > "$W/retry.in"
 ) &
 typist=$!
+trap 'rc=$?; kill "$typist" 2>/dev/null; kill "$(cat "$W/nbdkit-1.pid" 2>/dev/null)" 2>/dev/null; stop_nbdkit || true;
+  [ "$keep" = 1 ] || rm -rf "$W" || true; exit $rc' EXIT
 BOOT_STDIN=$W/retry.in boot retry "nbdroot.0.server=nbd://10.0.2.2:$p/ nbdroot.1.server=nbd://10.0.2.2:$q/ nbdroot.root=ext4:/dev/nbd0 nbdroot.timeout=60" 420 GUEST-NEWROOT-INIT
 exec 3>&-
 kill "$typist" 2>/dev/null || true; wait "$typist" 2>/dev/null || true

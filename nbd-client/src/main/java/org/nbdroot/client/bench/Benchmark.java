@@ -189,10 +189,10 @@ public final class Benchmark {
         LongAdder failures = new LongAdder();
         for (long offset = 0; offset < span; offset += FILL_CHUNK) {
             int length = (int) Math.min(FILL_CHUNK, span - offset);
+            acquireOrGiveUp(window, 1, "filling the span with the verify pattern");
             ByteBuf data = ByteBufAllocator.DEFAULT.directBuffer(length);
             // Words depend on their offset only, so a chunk is the concatenation of its blocks' patterns.
             pattern.fill(data, offset, length, 1);
-            acquireOrGiveUp(window, 1, "filling the span with the verify pattern");
             session.write(offset, data, false).whenComplete((v, e) -> {
                 if (e != null) {
                     failures.increment();

@@ -50,7 +50,7 @@ public final class ConnectionOptions {
         ReconnectPolicy reconnect = reconnectAttempts < 0 ? null : new ReconnectPolicy(
                 ReconnectPolicy.FOREVER.initialDelay(), ReconnectPolicy.FOREVER.maxDelay(), reconnectAttempts, replayLimit);
         // Each ends up as an int of milliseconds somewhere (Netty's connect timeout, TCP_USER_TIMEOUT): a day at most.
-        checkSeconds("--connect-timeout", connectTimeoutSeconds, 1);
+        checkSeconds("--connect-timeout", connectTimeoutSeconds, 0); // 0: the system's own, as before
         checkSeconds("--request-timeout", requestTimeoutSeconds, 0);
         checkSeconds("--handshake-timeout", handshakeTimeoutSeconds, 1);
         return new SessionOptions(connections, !noStructuredReplies, d.metaContexts(),

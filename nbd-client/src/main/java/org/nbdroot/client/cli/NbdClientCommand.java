@@ -109,9 +109,9 @@ public final class NbdClientCommand implements java.util.concurrent.Callable<Int
         while ((t instanceof CompletionException || t instanceof ExecutionException) && t.getCause() != null) {
             t = t.getCause();
         }
-        // Ours, and the JDK's I/O messages ("Connection refused"), read well alone.
-        if (t instanceof NbdException || t instanceof IllegalArgumentException || t instanceof IllegalStateException
-                || t instanceof java.io.IOException && t.getMessage() != null) {
+        // Ours read well alone; a JDK subclass keeps its name (NoSuchFileException's message is just the path).
+        boolean plain = t.getClass() == java.io.IOException.class || t.getClass() == IllegalStateException.class;
+        if ((t instanceof NbdException || t instanceof IllegalArgumentException || plain) && t.getMessage() != null) {
             return t.getMessage();
         }
         return t.getMessage() == null ? t.toString() : t.getClass().getSimpleName() + ": " + t.getMessage();

@@ -133,8 +133,7 @@ class CommandLineTest {
         for (String[] bad : List.of(new String[] {"--connect-timeout", "-5"}, new String[] {"--request-timeout", "3000000"})) {
             Run r = run("info", uri, bad[0], bad[1]);
             assertEquals(2, r.status(), r.err());
-            assertEquals("nbd-client: " + bad[0] + " must be " + ("--connect-timeout".equals(bad[0]) ? 1 : 0)
-                    + " to 86400 seconds, not " + bad[1] + "\n", r.err());
+            assertEquals("nbd-client: " + bad[0] + " must be 0 to 86400 seconds, not " + bad[1] + "\n", r.err());
         }
         Run nan = run("bench", uri, "--rw", "read", "--bs", "4k", "--iodepth", "1", "--runtime", "NaN");
         assertEquals(2, nan.status(), nan.err());

@@ -236,8 +236,8 @@ class GgateDaemonTest {
             List<String> command = new ArrayList<>(javaCommand());
             command.addAll(List.of("rescue", "--workers", "8", uri.toString(), "ggate0"));
             Process parent = new ProcessBuilder(command).redirectError(dir.resolve("rescue.log").toFile()).start();
+            assertTrue(parent.waitFor(30, TimeUnit.SECONDS), "the starting process returns"); // its few bytes fit the pipe
             String printed = new String(parent.getInputStream().readAllBytes()).strip();
-            assertTrue(parent.waitFor(30, TimeUnit.SECONDS), "the starting process returns");
             assertEquals(0, parent.exitValue(), Files.readString(dir.resolve("rescue.log")));
             assertEquals("ggate0", printed);
             for (long id : ids) {
@@ -256,6 +256,8 @@ class GgateDaemonTest {
                 Thread.sleep(50);
             }
             assertTrue(!Files.exists(socket), "the daemon exits once its device is destroyed");
+            String log = Files.readString(dir.resolve("run").resolve("ggate0.log"));
+            assertTrue(log.contains("ggate0: destroyed; disconnecting") && !log.contains("ggate0 failed"), log);
             assertTrue(kernel.unit(0).isEmpty());
             assertEquals(-1, Arrays.mismatch(model, server.contents()), "the export holds every write");
             assertEquals(List.of(), server.violations());
