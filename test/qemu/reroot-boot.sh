@@ -194,8 +194,9 @@ exec 3<>"$W/retry.in"   # a writer from the start: qemu's open of the FIFO does 
   printf '/init reroot\n' > "$W/retry.in"
 ) &
 typist=$!
-trap 'rc=$?; kill "$typist" 2>/dev/null; kill "$(cat "$W/nbdkit-1.pid" 2>/dev/null)" 2>/dev/null; stop_nbdkit || true;
-  [ "$keep" = 1 ] || rm -rf "$W" || true; exit $rc' EXIT
+# (Every command here with || true: under set -e a failing kill in the trap would be the script's exit status.)
+trap 'rc=$?; kill "$typist" 2>/dev/null || true; kill "$(cat "$W/nbdkit-1.pid" 2>/dev/null)" 2>/dev/null || true;
+  stop_nbdkit || true; [ "$keep" = 1 ] || rm -rf "$W" || true; exit $rc' EXIT
 BOOT_STDIN=$W/retry.in boot retry "nbdroot.0.server=nbd://10.0.2.2:$p/ nbdroot.1.server=nbd://10.0.2.2:$q/ nbdroot.root=ext4:/dev/nbd0 nbdroot.timeout=60" 420 GUEST-NEWROOT-INIT
 exec 3>&-
 kill "$typist" 2>/dev/null || true; wait "$typist" 2>/dev/null || true
