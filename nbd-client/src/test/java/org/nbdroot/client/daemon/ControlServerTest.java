@@ -213,6 +213,44 @@ class ControlServerTest {
         }
     }
 
+    /** A listener that never accepts, its backlog full: connecting would wait for ever; the commands give up in 5 s. */
+    @Test
+    @EnabledOnOs(OS.LINUX)
+    @org.junit.jupiter.api.Timeout(value = 60, threadMode = org.junit.jupiter.api.Timeout.ThreadMode.SEPARATE_THREAD)
+    void aListenerThatNeverAcceptsCannotHangTheCommands() throws Exception {
+        assertEquals("root", System.getProperty("user.name"), "the test needs root, to start a child as nobody");
+        String name = device("backlog");
+        String squatter = String.join("\n",
+                "import socket, sys, time",
+                "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+                "s.bind('\\0' + sys.argv[1])",
+                "s.listen(0)",
+                "held = []",
+                "for _ in range(4):  # fill the backlog with connections of its own, never accepted",
+                "    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+                "    c.setblocking(False)",
+                "    try:",
+                "        c.connect('\\0' + sys.argv[1])",
+                "        held.append(c)",
+                "    except (BlockingIOError, OSError):",
+                "        break",
+                "print('full', flush=True)",
+                "time.sleep(120)");
+        Process p = new ProcessBuilder("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                "/usr/bin/python3", "-c", squatter, AbstractSocket.PREFIX + name)
+                .directory(Path.of("/").toFile()).redirectErrorStream(true).start();
+        try {
+            assertEquals("full", new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream())).readLine());
+            long t0 = System.nanoTime();
+            assertFalse(ControlClient.isAlive(RunDirectory.socketFor(name)), "no connection: nobody there to talk to");
+            assertFalse(ControlClient.devices().contains(name), "not listed");
+            long seconds = (System.nanoTime() - t0) / 1_000_000_000L;
+            assertTrue(seconds < 20, "gave up in " + seconds + " s");
+        } finally {
+            p.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+        }
+    }
+
     /** Connects to {@code @address} as uid and gid 65534, sends {@code request}: [uid, how it ended, what came back]. */
     private static List<String> asNobody(String address, String request) throws Exception {
         String client = String.join("\n",
