@@ -195,11 +195,8 @@ class ControlServerTest {
                 "    c.close()");
         Path told = Files.createTempFile("squatter", ".log");
         Files.setPosixFilePermissions(told, java.nio.file.attribute.PosixFilePermissions.fromString("rw-rw-rw-"));
-        Process p = new ProcessBuilder("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                "/usr/bin/python3", "-c", squatter, AbstractSocket.PREFIX + name, told.toString())
-                .directory(Path.of("/").toFile()).redirectErrorStream(true).start();
+        Process p = pythonAsNobody(squatter, "bound", AbstractSocket.PREFIX + name, told.toString());
         try {
-            assertEquals("bound", new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream())).readLine());
             Path socket = RunDirectory.socketFor(name); // no such file: the abstract address is asked
             IOException refused = org.junit.jupiter.api.Assertions.assertThrows(IOException.class,
                     () -> ControlClient.request(socket, "destroy"));
@@ -236,11 +233,8 @@ class ControlServerTest {
                 "        break",
                 "print('full', flush=True)",
                 "time.sleep(120)");
-        Process p = new ProcessBuilder("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                "/usr/bin/python3", "-c", squatter, AbstractSocket.PREFIX + name)
-                .directory(Path.of("/").toFile()).redirectErrorStream(true).start();
+        Process p = pythonAsNobody(squatter, "full", AbstractSocket.PREFIX + name);
         try {
-            assertEquals("full", new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream())).readLine());
             long t0 = System.nanoTime();
             assertFalse(ControlClient.isAlive(RunDirectory.socketFor(name)), "no connection: nobody there to talk to");
             assertFalse(ControlClient.devices().contains(name), "not listed");
@@ -249,6 +243,16 @@ class ControlServerTest {
         } finally {
             p.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
         }
+    }
+
+    /** Starts {@code script} under python3 as uid and gid 65534, and waits for its first line, {@code ready}. */
+    private static Process pythonAsNobody(String script, String ready, String... args) throws IOException {
+        List<String> command = new java.util.ArrayList<>(List.of("setpriv", "--reuid=65534", "--regid=65534",
+                "--clear-groups", "/usr/bin/python3", "-c", script));
+        command.addAll(List.of(args));
+        Process p = new ProcessBuilder(command).directory(Path.of("/").toFile()).redirectErrorStream(true).start();
+        assertEquals(ready, new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream())).readLine());
+        return p;
     }
 
     /** Connects to {@code @address} as uid and gid 65534, sends {@code request}: [uid, how it ended, what came back]. */
