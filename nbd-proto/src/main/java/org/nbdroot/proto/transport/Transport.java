@@ -1,9 +1,11 @@
 package org.nbdroot.proto.transport;
 
 import io.netty.channel.Channel;
+import io.netty.channel.DefaultSelectStrategyFactory;
 import io.netty.channel.EventLoopGroup;
 import io.netty.channel.IoHandlerFactory;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
+import io.netty.channel.SelectStrategyFactory;
 import io.netty.channel.epoll.Epoll;
 import io.netty.channel.epoll.EpollChannelOption;
 import io.netty.channel.epoll.EpollDomainSocketChannel;
@@ -22,13 +24,43 @@ import java.util.concurrent.TimeUnit;
  * One transport serves every connection of a process.
  */
 public final class Transport implements AutoCloseable {
+    /** How long an event loop polls without sleeping after its last work (see {@link SpinThenSleep}). */
+    static final long DEFAULT_SPIN_MICROS = 50;
+
     private final EventLoopGroup group;
     private final boolean epoll;
 
     private Transport(int threads, boolean useEpoll) {
         this.epoll = useEpoll;
-        IoHandlerFactory io = useEpoll ? EpollIoHandler.newFactory() : NioIoHandler.newFactory();
+        long spinNanos = TimeUnit.MICROSECONDS.toNanos(spinMicros());
+        SelectStrategyFactory strategy = spinNanos > 0
+                ? () -> new SpinThenSleep(spinNanos)
+                : DefaultSelectStrategyFactory.INSTANCE;
+        IoHandlerFactory io = useEpoll
+                ? EpollIoHandler.newFactory(0, strategy)
+                : NioIoHandler.newFactory(java.nio.channels.spi.SelectorProvider.provider(), strategy);
         this.group = new MultiThreadIoEventLoopGroup(threads, new DefaultThreadFactory("nbd-io", true), io);
+    }
+
+    /**
+     * {@code -Dnbd.spin-us}, else {@link #DEFAULT_SPIN_MICROS}; 0 on a single CPU, where a loop that
+     * polls only takes the time the peer or the kernel needs to answer it.
+     */
+    static long spinMicros() {
+        String value = System.getProperty("nbd.spin-us");
+        long micros = DEFAULT_SPIN_MICROS;
+        if (value != null) {
+            try {
+                micros = Long.parseLong(value.trim());
+            } catch (NumberFormatException e) {
+                micros = -1;
+            }
+            if (micros < 0 || micros > 1_000_000) {
+                throw new IllegalArgumentException(
+                        "-Dnbd.spin-us must be a whole number of microseconds from 0 to 1000000, not '" + value + "'");
+            }
+        }
+        return Runtime.getRuntime().availableProcessors() > 1 ? micros : 0;
     }
 
     /** The best transport for this platform; set {@code -Dnbd.transport=nio} to force NIO. */
