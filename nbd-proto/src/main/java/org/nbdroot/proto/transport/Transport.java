@@ -32,7 +32,7 @@ public final class Transport implements AutoCloseable {
         this.epoll = useEpoll;
         // Only epoll polls before it sleeps: NIO (FreeBSD) keeps Netty's default strategy, whose
         // selector-rebuild heuristics count empty wake-ups, and is not measured here.
-        long spinNanos = TimeUnit.MICROSECONDS.toNanos(spinMicros());
+        long spinNanos = useEpoll ? TimeUnit.MICROSECONDS.toNanos(spinMicros()) : 0;
         IoHandlerFactory io = !useEpoll ? NioIoHandler.newFactory()
                 : spinNanos > 0 ? EpollIoHandler.newFactory(0, () -> new SpinThenSleep(spinNanos))
                 : EpollIoHandler.newFactory();
