@@ -47,7 +47,7 @@ uri="nbd://127.0.0.1:$port/"
 # `head` or the previous fio run left dirty: fio never flushes, so one side would pay for both.
 settle() { sync "$work/disk.img"; }
 
-# Prints "IOPS BYTES_PER_SECOND" of one fio run.
+# Prints "IOPS BYTES_PER_SECOND", then "PEAK_RSS_KIB CPU_SECONDS", of one fio run.
 run_fio() { # rw bs iodepth
   settle
   measured fio --name=bench --ioengine=nbd --uri="$uri" --rw="$1" --bs="$2" --iodepth="$3" \
@@ -61,7 +61,7 @@ PY
   cat "$work/usage"
 }
 
-# Prints "IOPS BYTES_PER_SECOND" of one nbd-client bench run.
+# Prints "IOPS BYTES_PER_SECOND", then "PEAK_RSS_KIB CPU_SECONDS", of one nbd-client bench run.
 run_ours() { # rw bs iodepth [more options]
   settle
   # shellcheck disable=SC2086 # BENCH_ARGS is a list of options

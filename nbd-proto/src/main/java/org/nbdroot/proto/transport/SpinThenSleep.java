@@ -8,8 +8,9 @@ import io.netty.util.IntSupplier;
  * had work, then sleeps in {@code epoll_wait} as usual. While I/O flows, a reply finds the loop
  * awake: neither the server's send nor ours pays for waking a sleeping thread (on two cores that
  * wake-up was a tenth of the server's CPU per request). When the disk is idle the loop sleeps
- * after {@code spinNanos}, so an idle daemon costs nothing. One instance per event loop: it is
- * only ever called from its loop's thread.
+ * after {@code spinNanos}: an idle daemon pays one window per wake-up (a timer every 50 ms or
+ * more: about 0.1% of a CPU). One instance per event loop: it is only ever called from its
+ * loop's thread.
  */
 final class SpinThenSleep implements SelectStrategy {
     private final long spinNanos;
