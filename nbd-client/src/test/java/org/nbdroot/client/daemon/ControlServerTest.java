@@ -181,11 +181,7 @@ class ControlServerTest {
     void anAbstractAddressBoundByAnotherUserIsNoDaemonOfOurs() throws Exception {
         assertEquals("root", System.getProperty("user.name"), "the test needs root, to start a child as nobody");
         String name = device("squatted");
-        String squatter = String.join("\n",
-                "import socket, sys",
-                "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
-                "s.bind('\\0' + sys.argv[1])",
-                "s.listen(8)",
+        String answersOk = String.join("\n",
                 "print('bound', flush=True)",
                 "while True:",
                 "    c, _ = s.accept()",
@@ -195,7 +191,7 @@ class ControlServerTest {
                 "    c.close()");
         Path told = Files.createTempFile("squatter", ".log");
         Files.setPosixFilePermissions(told, java.nio.file.attribute.PosixFilePermissions.fromString("rw-rw-rw-"));
-        Process p = pythonAsNobody(squatter, "bound", AbstractSocket.PREFIX + name, told.toString());
+        Process p = listenerAsNobody(8, answersOk, "bound", AbstractSocket.PREFIX + name, told.toString());
         try {
             Path socket = RunDirectory.socketFor(name); // no such file: the abstract address is asked
             IOException refused = org.junit.jupiter.api.Assertions.assertThrows(IOException.class,
@@ -217,11 +213,7 @@ class ControlServerTest {
     void aListenerThatNeverAcceptsCannotHangTheCommands() throws Exception {
         assertEquals("root", System.getProperty("user.name"), "the test needs root, to start a child as nobody");
         String name = device("backlog");
-        String squatter = String.join("\n",
-                "import socket, sys, time",
-                "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
-                "s.bind('\\0' + sys.argv[1])",
-                "s.listen(0)",
+        String fillsItsBacklog = String.join("\n",
                 "held = []",
                 "for _ in range(4):  # fill the backlog with connections of its own, never accepted",
                 "    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
@@ -233,7 +225,7 @@ class ControlServerTest {
                 "        break",
                 "print('full', flush=True)",
                 "time.sleep(120)");
-        Process p = pythonAsNobody(squatter, "full", AbstractSocket.PREFIX + name);
+        Process p = listenerAsNobody(0, fillsItsBacklog, "full", AbstractSocket.PREFIX + name);
         try {
             long t0 = System.nanoTime();
             assertFalse(ControlClient.isAlive(RunDirectory.socketFor(name)), "no connection: nobody there to talk to");
@@ -245,8 +237,17 @@ class ControlServerTest {
         }
     }
 
-    /** Starts {@code script} under python3 as uid and gid 65534, and waits for its first line, {@code ready}. */
-    private static Process pythonAsNobody(String script, String ready, String... args) throws IOException {
+    /**
+     * Starts a python3 script as uid and gid 65534 that listens on the abstract address {@code args[0]}
+     * with {@code backlog}, then runs {@code body}; waits for its first line, {@code ready}.
+     */
+    private static Process listenerAsNobody(int backlog, String body, String ready, String... args) throws IOException {
+        String script = String.join("\n",
+                "import socket, sys, time",
+                "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+                "s.bind('\\0' + sys.argv[1])",
+                "s.listen(" + backlog + ")",
+                body);
         List<String> command = new java.util.ArrayList<>(List.of("setpriv", "--reuid=65534", "--regid=65534",
                 "--clear-groups", "/usr/bin/python3", "-c", script));
         command.addAll(List.of(args));
